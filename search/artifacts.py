@@ -1,0 +1,82 @@
+"""Artifacts of a completed trial: checkpoint, prediction overlays, per-class IoU and confusion figure,
+and the model in MLflow's pyfunc flavour (loadable with `mlflow.pyfunc.load_model`)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are only written to files
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from pathlib import Path
+
+from seg.data import SegmentationData
+from seg.predict import Predictor, label_image
+from seg.train import FitResult
+
+from search.pyfunc import log_pyfunc_model
+from search.tracking import Tracker
+
+N_OVERLAYS = 4
+
+
+def log_trial_artifacts(tracker: Tracker, run_id: str, ckpt_path: Path, data: SegmentationData,
+                        result: FitResult) -> None:
+    predictor = Predictor.from_path(ckpt_path, device="cpu")
+    names = predictor.ckpt.class_names
+    tracker.log_artifact(run_id, ckpt_path, "checkpoint")
+    tracker.log_figure(run_id, overlay_figure(predictor, data), "overlays/val_predictions.png")
+    tracker.log_figure(run_id, iou_confusion_figure(result, names), "metrics/iou_confusion.png")
+    tracker.log_dict(run_id, {"class_names": list(names), "confusion": [list(r) for r in result.best_confusion]},
+                     "metrics/confusion.json")
+    start = tracker.seconds
+    log_pyfunc_model(tracker, run_id, ckpt_path, data.val.images[0])
+    tracker.seconds = start  # model packaging is artifact I/O, not per-epoch overhead; timed separately
+    plt.close("all")
+
+
+def overlay_figure(predictor: Predictor, data: SegmentationData, n: int = N_OVERLAYS) -> plt.Figure:
+    """Rows of (image, ground truth, prediction overlay) for the first validation images."""
+    n = min(n, len(data.val))
+    k = predictor.ckpt.config.model.num_classes
+    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
+    for row in range(n):
+        image, truth = data.val.images[row], data.val.masks[row]
+        pred = predictor.predict(image)
+        rgb = image.permute(1, 2, 0).numpy()  # (H, W, 3)
+        panels = [rgb, np.asarray(label_image(truth, k).convert("RGB")), _blend(rgb, pred, k)]
+        for ax, panel, title in zip(axes[row], panels, ("image", "ground truth", "prediction")):
+            ax.imshow(panel)
+            ax.set_title(title)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def _blend(rgb: np.ndarray, label: torch.Tensor, k: int) -> np.ndarray:
+    colour = np.asarray(label_image(label, k).convert("RGB"), dtype=np.float32)
+    return (0.5 * rgb + 0.5 * colour).astype(np.uint8)
+
+
+def iou_confusion_figure(result: FitResult, names: tuple[str, ...]) -> plt.Figure:
+    """Per-class IoU bars and the row-normalised confusion matrix of the best epoch."""
+    best = result.history[result.best_epoch]
+    ious = [v if v is not None else 0.0 for v in best.iou]
+    mat = np.asarray(result.best_confusion, dtype=np.float64)
+    norm = mat / np.maximum(mat.sum(1, keepdims=True), 1)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    ax1.barh(range(len(ious)), ious)
+    ax1.set_yticks(range(len(names)), names)
+    ax1.set_xlim(0, 1)
+    ax1.set_title(f"IoU per class (mIoU {best.val_miou:.3f}, epoch {best.epoch})")
+    im = ax2.imshow(norm, vmin=0, vmax=1, cmap="viridis")
+    ax2.set_xticks(range(len(names)), names, rotation=90)
+    ax2.set_yticks(range(len(names)), names)
+    ax2.set_xlabel("prediction")
+    ax2.set_ylabel("truth")
+    ax2.set_title("confusion (row-normalised)")
+    fig.colorbar(im, ax=ax2)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,184 @@
+"""Study definitions as data: one TOML file per study (see studies/default.toml).
+
+A definition holds the direction and metric, the dataset, the budgets, sampler and pruner
+settings, and the search space. Each space entry is fixed (a plain value) or ranged:
+`{ low = .., high = .., log = true, step = .. }` (int when both bounds are ints) or
+`{ choices = [..] }`. Everything is checked when the file is read; errors name the file and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seg.config import DataConfig, ModelConfig, TrainConfig, TransformConfig
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+SAMPLERS = ("tpe", "random", "gp", "cmaes")
+PRUNERS = ("hyperband", "sha", "median", "none")
+METRICS = ("val_miou",)
+SECTIONS = {"model": ModelConfig, "train": TrainConfig, "transforms": TransformConfig}
+# Keys the space understands beyond the config fields: scale_jitter s gives scale (1-s, 1+s).
+DERIVED_KEYS = {"transforms": {"scale_jitter"}}
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One search-space entry: fixed `value`, or ranged by bounds or choices."""
+
+    name: str  # "section.key", also the Optuna param name
+    value: Any = None
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def fixed(self) -> bool:
+        return self.low is None and self.choices is None
+
+
+@dataclass(frozen=True)
+class StudyDef:
+    name: str
+    path: Path
+    metric: str = "val_miou"
+    direction: str = "maximize"
+    data: dict[str, Any] = field(default_factory=dict)
+    trials: int = 50
+    max_epochs: int = 8
+    timeout_s: float | None = None
+    trial_timeout_s: float | None = None
+    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe"})
+    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "hyperband"})
+    space: tuple[Dimension, ...] = ()
+    baseline: dict[str, Any] | None = None
+
+    def dimension(self, name: str) -> Dimension | None:
+        return next((d for d in self.space if d.name == name), None)
+
+    def identity(self) -> dict[str, Any]:
+        """What may not change when a stored study is resumed: direction, metric and space."""
+        return {"direction": self.direction, "metric": self.metric,
+                "space": {d.name: _dim_plain(d) for d in self.space}}
+
+    def identity_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _dim_plain(d: Dimension) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(d).items()
+            if k != "name" and v not in (None, False)}
+
+
+def resolve_study_path(name_or_file: str) -> Path:
+    """`default` -> studies/default.toml; a path is taken as is."""
+    path = Path(name_or_file)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"study file {path} does not exist")
+        return path
+    candidate = STUDIES_DIR / f"{name_or_file}.toml"
+    if not candidate.is_file():
+        known = sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
+        raise FileNotFoundError(f"no study named {name_or_file!r}: {candidate} does not exist; known studies: {known}")
+    return candidate
+
+
+def load_study(name_or_file: str | Path) -> StudyDef:
+    path = resolve_study_path(str(name_or_file))
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path}: not valid TOML: {err}") from err
+    return parse_study(raw, path)
+
+
+def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
+    known = {"study", "data", "budget", "sampler", "pruner", "space", "baseline"}
+    _no_unknown(path, "top level", raw, known)
+    study = raw.get("study", {})
+    _no_unknown(path, "[study]", study, {"name", "metric", "direction"})
+    budget = raw.get("budget", {})
+    _no_unknown(path, "[budget]", budget, {"trials", "max_epochs", "timeout_s", "trial_timeout_s"})
+    data = raw.get("data", {})
+    _no_unknown(path, "[data]", data, {f.name for f in dataclasses.fields(DataConfig)})
+    sdef = StudyDef(
+        name=study.get("name", path.stem),
+        path=path,
+        metric=study.get("metric", "val_miou"),
+        direction=study.get("direction", "maximize"),
+        data=dict(data),
+        trials=int(budget.get("trials", 50)),
+        max_epochs=int(budget.get("max_epochs", 8)),
+        timeout_s=budget.get("timeout_s") or None,
+        trial_timeout_s=budget.get("trial_timeout_s") or None,
+        sampler={"name": "tpe", **raw.get("sampler", {})},
+        pruner={"name": "hyperband", **raw.get("pruner", {})},
+        space=_parse_space(path, raw.get("space", {})),
+        baseline=raw.get("baseline", {}).get("params") if raw.get("baseline") else None,
+    )
+    _check(sdef)
+    return sdef
+
+
+def _no_unknown(path: Path, where: str, table: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)} in {where}; expected some of {sorted(allowed)}")
+
+
+def _parse_space(path: Path, space: dict[str, Any]) -> tuple[Dimension, ...]:
+    _no_unknown(path, "[space]", space, set(SECTIONS))
+    dims = []
+    for section, entries in space.items():
+        allowed = {f.name for f in dataclasses.fields(SECTIONS[section])} | DERIVED_KEYS.get(section, set())
+        _no_unknown(path, f"[space.{section}]", entries, allowed)
+        for key, spec in entries.items():
+            dims.append(_parse_dimension(path, f"{section}.{key}", spec))
+    return tuple(dims)
+
+
+def _parse_dimension(path: Path, name: str, spec: Any) -> Dimension:
+    if not isinstance(spec, dict):
+        return Dimension(name, value=tuple(spec) if isinstance(spec, list) else spec)
+    where = f"{path}: space entry {name}"
+    _no_unknown(path, f"space entry {name}", spec, {"low", "high", "log", "step", "choices"})
+    if "choices" in spec:
+        if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
+            raise ValueError(f"{where}: expected {{ choices = [a, b, ...] }} with a non-empty list and nothing else")
+        return Dimension(name, choices=tuple(spec["choices"]))
+    if "low" not in spec or "high" not in spec:
+        raise ValueError(f"{where}: expected a fixed value, {{ low = .., high = .. }} or {{ choices = [..] }}")
+    low, high = spec["low"], spec["high"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low > high:
+        raise ValueError(f"{where}: expected numbers with low <= high, got low={low!r}, high={high!r}")
+    if spec.get("log") and low <= 0:
+        raise ValueError(f"{where}: log scale needs low > 0, got low={low!r}")
+    return Dimension(name, low=low, high=high, log=bool(spec.get("log", False)), step=spec.get("step"))
+
+
+def _check(sdef: StudyDef) -> None:
+    p = sdef.path
+    if sdef.metric not in METRICS:
+        raise ValueError(f"{p}: [study] metric={sdef.metric!r}; expected one of {list(METRICS)}")
+    if sdef.direction not in ("maximize", "minimize"):
+        raise ValueError(f"{p}: [study] direction={sdef.direction!r}; expected 'maximize' or 'minimize'")
+    if sdef.sampler["name"] not in SAMPLERS:
+        raise ValueError(f"{p}: [sampler] name={sdef.sampler['name']!r}; expected one of {list(SAMPLERS)}")
+    if sdef.pruner["name"] not in PRUNERS:
+        raise ValueError(f"{p}: [pruner] name={sdef.pruner['name']!r}; expected one of {list(PRUNERS)}")
+    if sdef.trials < 1 or sdef.max_epochs < 1:
+        raise ValueError(f"{p}: [budget] trials and max_epochs must be >= 1")
+    if sdef.baseline is not None:
+        names = {d.name for d in sdef.space if not d.fixed}
+        unknown = set(sdef.baseline) - names
+        if unknown:
+            raise ValueError(f"{p}: [baseline.params] names {sorted(unknown)}, which are not ranged in [space]; "
+                             f"expected some of {sorted(names)}")

@@ -1,0 +1,153 @@
+"""Our MLflow integration (not Optuna's deprecated MLflowCallback).
+
+One parent run per study and one nested child run per trial attempt, all through `MlflowClient`
+with explicit run ids (no fluent global "active run", so nothing leaks between trials).
+Metrics are logged once per epoch in one `log_batch` call with `step=epoch`. Run status follows
+the trial: COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED (reason in the `fail_reason` tag).
+Every run this process opens is remembered until it is ended, so `close_open_runs` can end them all
+on exit, on an exception or on Ctrl-C: no run is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from seg.train import EpochResult
+
+STATUS_FOR_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUNNING": "RUNNING"}
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAMS_PER_BATCH = 100
+MAX_TAG_LENGTH = 5000
+
+
+def artifact_root_for(tracking_uri: str) -> str | None:
+    """`sqlite:///mlruns/mlflow.db` keeps artifacts beside it in `mlruns/artifacts`; a server decides its own."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme != "sqlite":
+        return None
+    db_path = Path(tracking_uri[len("sqlite:///"):])
+    return (db_path.resolve().parent / "artifacts").as_uri()
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def epoch_metrics(record: EpochResult, class_names: tuple[str, ...]) -> dict[str, float]:
+    """The per-epoch metric dict: losses, mIoU, per-class IoU, lr, seconds and images/s."""
+    metrics = {
+        "train_loss": record.train_loss,
+        "val_loss": record.val_loss,
+        "val_miou": record.val_miou,
+        "val_pixel_accuracy": record.val_pixel_accuracy,
+        "lr": record.lr,
+        "epoch_seconds": record.seconds,
+        "images_per_s": record.images_per_s,
+        "data_wait_fraction": record.data_seconds / max(record.train_seconds, 1e-9),
+    }
+    for name, iou in zip(class_names, record.iou):
+        if iou is not None:
+            metrics[f"iou/{name}"] = iou
+    return metrics
+
+
+class Tracker:
+    """Opens, logs to and ends runs; remembers the ones still open."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        self.open_runs: set[str] = set()
+        self.seconds = 0.0  # time spent in MLflow calls, for the harness-overhead figure
+
+    def _timed(self, fn, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def experiment_id(self, name: str) -> str:
+        exp = self._timed(self.client.get_experiment_by_name, name)
+        if exp is not None:
+            return exp.experiment_id
+        return self._timed(self.client.create_experiment, name, artifact_location=artifact_root_for(self.tracking_uri))
+
+    def start_run(self, experiment_id: str, name: str, tags: Mapping[str, str], parent_id: str | None = None) -> str:
+        all_tags = {k: _tag_value(v) for k, v in tags.items()}
+        if parent_id:
+            all_tags[PARENT_TAG] = parent_id
+        run = self._timed(self.client.create_run, experiment_id, run_name=name, tags=all_tags)
+        self.open_runs.add(run.info.run_id)
+        return run.info.run_id
+
+    def reopen_run(self, run_id: str) -> str:
+        """Resume a parent run (a resumed study keeps its one parent run)."""
+        self._timed(self.client.update_run, run_id, status="RUNNING")
+        self.open_runs.add(run_id)
+        return run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self._timed(self.client.log_batch, run_id, params=items[i: i + MAX_PARAMS_PER_BATCH])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        """One batched call per epoch."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._timed(self.client.log_batch, run_id, metrics=batch)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        self._timed(self.client.log_batch, run_id, tags=[RunTag(k, _tag_value(v)) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self._timed(self.client.log_artifact, run_id, str(path), artifact_path)
+
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
+        self._timed(self.client.log_figure, run_id, figure, artifact_file)
+
+    def log_dict(self, run_id: str, data: Any, artifact_file: str) -> None:
+        self._timed(self.client.log_dict, run_id, data, artifact_file)
+
+    def end_run(self, run_id: str, state: str, reason: str | None = None, name: str | None = None,
+                status: str | None = None) -> None:
+        """End a run with the status that matches the trial state (unless given); the reason becomes a tag."""
+        tags = {"trial_state": state}
+        if reason:
+            tags["fail_reason"] = reason
+        self.set_tags(run_id, tags)
+        if name:
+            self._timed(self.client.update_run, run_id, name=name)
+        self._timed(self.client.set_terminated, run_id, status=status or STATUS_FOR_STATE[state])
+        self.open_runs.discard(run_id)
+
+    def close_open_runs(self, status: str = "KILLED") -> None:
+        """End every run still open (exit path); children before the parent they hang under."""
+        for run_id in sorted(self.open_runs, key=self._is_parent):
+            self.client.set_terminated(run_id, status=status)
+        self.open_runs.clear()
+
+    def _is_parent(self, run_id: str) -> bool:
+        return PARENT_TAG not in self.client.get_run(run_id).data.tags
+
+
+def _param_value(value: Any) -> str:
+    return "None" if value is None else str(value)[:6000]
+
+
+def _tag_value(value: Any) -> str:
+    return str(value)[:MAX_TAG_LENGTH]
