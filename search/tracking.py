@@ -117,6 +117,9 @@ class Tracker:
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self._timed(self.client.log_artifact, run_id, str(path), artifact_path)
 
+    def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
+        self._timed(self.client.log_artifacts, run_id, str(local_dir), artifact_path)
+
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
         self._timed(self.client.log_figure, run_id, figure, artifact_file)
 

@@ -1,0 +1,102 @@
+"""The live `rich` display of a running study, and the end-of-run summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import optuna
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from search.objective import Progress
+
+
+def state_counts(study: optuna.Study) -> Counter:
+    return Counter(t.state.name for t in study.get_trials(deepcopy=False))
+
+
+def best_value(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:  # no complete trial yet
+        return None
+
+
+class LiveDisplay:
+    """A table refreshed on every epoch on a terminal; one line per trial otherwise (CI, logs)."""
+
+    def __init__(self, study: optuna.Study, progress: Progress, console: Console | None = None) -> None:
+        self.study, self.progress = study, progress
+        self.console = console or Console()
+        self.start = time.monotonic()
+        self.interactive = self.console.is_terminal
+        self.live: Live | None = None
+        self.counts: Counter = state_counts(study)
+        self.best = best_value(study)
+        progress.on_change = self.refresh
+
+    def __enter__(self) -> LiveDisplay:
+        if self.interactive:
+            self.live = Live(self._table(), console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def trial_finished(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Optuna callback: update the counts (local, no storage query per epoch)."""
+        self.counts[trial.state.name] += 1
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            self.best = best_value(study)
+        if not self.interactive:
+            value = f"{trial.value:.4f}" if trial.value is not None else "-"
+            reason = trial.user_attrs.get("fail_reason", "")
+            print(f"trial {trial.number:3d} {trial.state.name:8s} value {value}  epochs "
+                  f"{trial.user_attrs.get('epochs_trained', 0)}  {reason}  | {self._counts_text()}", flush=True)
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+
+    def _counts_text(self) -> str:
+        c = self.counts
+        return f"complete {c['COMPLETE']}  pruned {c['PRUNED']}  failed {c['FAIL']}"
+
+    def _table(self) -> Table:
+        p = self.progress
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        table = Table(title=f"study {self.study.study_name}", show_header=False)
+        table.add_row("trial in progress", "-" if p.trial is None else f"{p.trial}  (epoch {p.epoch}/{p.epochs})")
+        table.add_row("current val mIoU", fmt(p.current_miou))
+        table.add_row("best val mIoU", fmt(self.best))
+        table.add_row("trials", self._counts_text())
+        table.add_row("elapsed", f"{time.monotonic() - self.start:.0f}s")
+        return table
+
+
+def print_summary(console: Console, study: optuna.Study, storage: str, tracking_uri: str, study_file: str,
+                  elapsed: float) -> None:
+    counts = state_counts(study)
+    console.print(f"\n[bold]Study {study.study_name}[/bold] finished in {elapsed:.0f}s: "
+                  f"{counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        console.print(f"best trial {best.number}: val mIoU {best.value:.4f}, MLflow run {best.user_attrs.get('mlflow_run_id')}")
+    else:
+        console.print("no trial completed yet")
+    console.print("\nopen the MLflow UI:")
+    console.print(f"  mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000")
+    console.print("watch pruning in optuna-dashboard:")
+    console.print(f"  optuna-dashboard {storage} --host 127.0.0.1 --port 8080")
+    if complete:
+        console.print("predict with the best trial:")
+        console.print(f"  python -m search.predict --study {study_file} --study-name {study.study_name} "
+                      f"--storage {storage} --tracking-uri {tracking_uri} IMAGES... --out predictions/")

@@ -1,0 +1,54 @@
+"""A dataset fingerprint, computed once per run and logged before the first trial.
+
+Counts, image-size distribution, class pixel frequencies, mean/std and a content hash over the
+decoded pixels and labels (so re-encoding the same data gives the same hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from seg.data import SegmentationData, Split
+
+
+def _sizes(split: Split) -> dict[str, Any]:
+    hs = torch.tensor([img.shape[-2] for img in split.images], dtype=torch.float32)
+    ws = torch.tensor([img.shape[-1] for img in split.images], dtype=torch.float32)
+    stat = lambda t: {"min": int(t.min()), "median": float(t.median()), "max": int(t.max()), "mean": round(float(t.mean()), 1)}  # noqa: E731
+    return {"height": stat(hs), "width": stat(ws)}
+
+
+def _class_frequencies(split: Split, num_classes: int) -> list[float]:
+    counts = torch.zeros(256, dtype=torch.int64)
+    for mask in split.masks:
+        counts += torch.bincount(mask.flatten().long(), minlength=256)
+    labelled = counts[:num_classes].sum().clamp(min=1)
+    return [round(float(c) / float(labelled), 6) for c in counts[:num_classes]]
+
+
+def content_hash(data: SegmentationData) -> str:
+    h = hashlib.sha256()
+    for split in (data.train, data.val):
+        for pair, image, mask in zip(split.pairs, split.images, split.masks):
+            h.update(pair.stem.encode())
+            h.update(str(tuple(image.shape)).encode())
+            h.update(image.numpy().tobytes())
+            h.update(mask.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(data: SegmentationData) -> dict[str, Any]:
+    return {
+        "root": str(data.root),
+        "num_classes": data.num_classes,
+        "counts": {"train": len(data.train), "val": len(data.val)},
+        "sizes": {"train": _sizes(data.train), "val": _sizes(data.val)},
+        "class_pixel_frequency": {"train": _class_frequencies(data.train, data.num_classes),
+                                  "val": _class_frequencies(data.val, data.num_classes)},
+        "mean": [round(v, 5) for v in data.mean],
+        "std": [round(v, 5) for v in data.std],
+        "content_hash": content_hash(data),
+    }

@@ -1,0 +1,47 @@
+"""Study plots on the parent run (optuna.visualization.matplotlib): history, pruning curves,
+importances and parallel coordinates."""
+
+from __future__ import annotations
+
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import optuna
+from optuna.visualization import matplotlib as ovm
+
+from search.tracking import Tracker
+
+PLOTS = {
+    "optimization_history": ovm.plot_optimization_history,
+    "intermediate_values": ovm.plot_intermediate_values,
+    "param_importances": ovm.plot_param_importances,
+    "parallel_coordinate": ovm.plot_parallel_coordinate,
+}
+
+
+def study_figures(study: optuna.Study) -> dict[str, plt.Figure]:
+    """The figures that the study's trials allow (importances need two complete trials)."""
+    figures = {}
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    for name, plot in PLOTS.items():
+        if name in ("param_importances", "parallel_coordinate") and len(complete) < 2:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # optuna marks the matplotlib backend experimental
+            ax = plot(study)
+        figures[name] = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    return figures
+
+
+def log_study_plots(tracker: Tracker, run_id: str, study: optuna.Study) -> list[str]:
+    names = []
+    for name, fig in study_figures(study).items():
+        fig.set_size_inches(10, 6)
+        tracker.log_figure(run_id, fig, f"plots/{name}.png")
+        names.append(name)
+    plt.close("all")
+    return names

@@ -1,0 +1,103 @@
+"""Predict with the best trial of a study (or a chosen one), found through Optuna and MLflow.
+
+    python -m search.predict --study default photos/ extra.jpg --out predictions/
+    python -m search.predict --study default --trial 12 photos/ --out predictions/
+
+The trial's `mlflow_run_id` user attr leads to its MLflow run; the checkpoint artifact is
+downloaded, checked against the trial's config, and label PNGs and overlays are written at each
+input's own size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from seg.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from seg.predict import Predictor, iter_inputs, predict_files
+
+from search.storage import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, open_storage
+from search.study_def import load_study
+
+CHECKPOINT_ARTIFACT = "checkpoint/best.pt"
+
+
+class ArtifactError(RuntimeError):
+    """A trial's run or checkpoint is missing or damaged; the message says which."""
+
+
+def select_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    if number is None:
+        if not complete:
+            raise ArtifactError(f"study {study.study_name!r} has no complete trial yet")
+        return study.best_trial
+    matches = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not matches:
+        raise ArtifactError(f"study {study.study_name!r} has no trial {number}")
+    if matches[0].state != optuna.trial.TrialState.COMPLETE:
+        raise ArtifactError(f"trial {number} of {study.study_name!r} is {matches[0].state.name}; "
+                            "only COMPLETE trials have a checkpoint")
+    return matches[0]
+
+
+def fetch_checkpoint(trial: optuna.trial.FrozenTrial, tracking_uri: str, dst: Path) -> Checkpoint:
+    """Download the trial's checkpoint and check it against the trial's stored config."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        raise ArtifactError(f"trial {trial.number} has no mlflow_run_id user attr")
+    try:
+        local = MlflowClient(tracking_uri).download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(dst))
+    except (MlflowException, OSError) as err:
+        raise ArtifactError(f"trial {trial.number}: could not fetch {CHECKPOINT_ARTIFACT} of MLflow run {run_id} "
+                            f"from {tracking_uri}: {err}") from err
+    try:
+        ckpt = load_checkpoint(local)
+    except CheckpointError as err:
+        raise ArtifactError(f"trial {trial.number}, MLflow run {run_id}: {err}") from err
+    stored = trial.user_attrs.get("config")
+    if stored is not None and stored != ckpt.config.to_dict():
+        raise ArtifactError(f"trial {trial.number}: the checkpoint's config differs from the trial's config "
+                            f"(MLflow run {run_id}); the artifact does not belong to this trial")
+    return ckpt
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m search.predict", description=__doc__.split("\n\n")[0])
+    p.add_argument("inputs", nargs="+", help="image files or folders of images")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--study", default="default", help="study file or name in studies/ (gives the study name)")
+    p.add_argument("--study-name", help="study name in the storage (default: the study file's name)")
+    p.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE)
+    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
+    p.add_argument("--device", default="auto")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        name = args.study_name or load_study(args.study).name
+        study = optuna.load_study(study_name=name, storage=open_storage(args.storage))
+        trial = select_trial(study, args.trial)
+        files = iter_inputs(args.inputs)
+        with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
+            ckpt = fetch_checkpoint(trial, args.tracking_uri, Path(tmp))
+        written = predict_files(Predictor(ckpt, device=args.device, tta=args.tta), files, args.out)
+    except (ArtifactError, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"trial {trial.number} (val mIoU {trial.value:.4f}): wrote {len(written)} label maps and overlays to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
