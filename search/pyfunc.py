@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -36,7 +37,9 @@ def log_pyfunc_model(tracker: Tracker, run_id: str, ckpt_path: Path) -> str:
 
     Loadable as `mlflow.pyfunc.load_model(f"runs:/{run_id}/model")`.
     """
-    with tempfile.TemporaryDirectory(prefix="pyfunc-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pyfunc-") as tmp, warnings.catch_warnings():
+        # MLflow nags about type hints and input examples; the explicit tensor signature covers both.
+        warnings.simplefilter("ignore", UserWarning)
         path = Path(tmp) / MODEL_ARTIFACT
         save_model(str(path), python_model=str(CODE_FILE), artifacts={"checkpoint": str(ckpt_path)},
                    code_paths=PACKAGE_DIRS, signature=SIGNATURE, pip_requirements=_requirements())

@@ -14,11 +14,13 @@ import argparse
 import signal
 import sys
 import time
+import warnings
 from dataclasses import replace
 from typing import Any
 
 import optuna
 from rich.console import Console
+from rich.markup import escape
 
 from seg.config import DataConfig
 from seg.loaders import class_names, resolve_dataset
@@ -106,6 +108,9 @@ def prepare(args: argparse.Namespace) -> tuple[optuna.Study, TrialContext]:
     Bad input here (a study file, a dataset, a changed study) is the user's to fix: a clear error.
     """
     sdef = apply_overrides(load_study(args.study), args)
+    if sdef.data_required and not (args.data or sdef.data.get("root")):
+        raise ValueError(f"study {sdef.path} trains on a folder dataset: pass --data /path/to/dataset "
+                         "(ROOT/train/images, ROOT/train/labels, ROOT/val/images, ROOT/val/labels)")
     opts = RunOptions(data_root=args.data, epochs=sdef.max_epochs, device=args.device, seed=args.seed)
     data_cfg = DataConfig(**{**sdef.data, **({"root": args.data} if args.data else {})})
     data = resolve_dataset(data_cfg)  # validated and decoded once, before any trial
@@ -143,11 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         study, ctx = prepare(args)
     except (StudyMismatchError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        Console(stderr=True).print("[red]error:[/red]", escape(str(err)))
         return 2
     try:
         return execute(study, ctx, args, console)

@@ -35,6 +35,8 @@ def build_pruner(settings: dict[str, Any], max_epochs: int) -> optuna.pruners.Ba
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=int(settings.get("n_startup_trials", 5)),
                                            n_warmup_steps=int(settings.get("n_warmup_steps", 1)))
+    if name == "threshold":
+        return optuna.pruners.ThresholdPruner(lower=float(settings.get("lower", 0.0)))
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"pruner {name!r}; expected hyperband, sha, median or none")

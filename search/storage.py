@@ -35,7 +35,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url))
-    return optuna.storages.RDBStorage(url)
+    # SQLite: wait up to 60 s for a lock instead of failing a trial with "database is locked".
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
 def ensure_tracking_schema(tracking_uri: str) -> None:

@@ -21,7 +21,12 @@ from seg.config import DataConfig, ModelConfig, TrainConfig, TransformConfig
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("hyperband", "sha", "median", "none")
+# Also allowed in a study file: "threshold" (prune below `lower`), handy to force pruning in tests.
+FILE_PRUNERS = PRUNERS + ("threshold",)
 METRICS = ("val_miou",)
+SAMPLER_KEYS = {"name", "n_startup_trials"}
+PRUNER_KEYS = {"name", "min_resource", "reduction_factor", "min_early_stopping_rate", "n_startup_trials",
+               "n_warmup_steps", "lower"}
 SECTIONS = {"model": ModelConfig, "train": TrainConfig, "transforms": TransformConfig}
 # Keys the space understands beyond the config fields: scale_jitter s gives scale (1-s, 1+s).
 DERIVED_KEYS = {"transforms": {"scale_jitter"}}
@@ -50,11 +55,11 @@ class StudyDef:
     path: Path
     metric: str = "val_miou"
     direction: str = "maximize"
+    data_required: bool = False
     data: dict[str, Any] = field(default_factory=dict)
     trials: int = 50
     max_epochs: int = 8
     timeout_s: float | None = None
-    trial_timeout_s: float | None = None
     sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe"})
     pruner: dict[str, Any] = field(default_factory=lambda: {"name": "hyperband"})
     space: tuple[Dimension, ...] = ()
@@ -74,7 +79,7 @@ class StudyDef:
 
 def _dim_plain(d: Dimension) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(d).items()
-            if k != "name" and v not in (None, False)}
+            if k != "name" and v is not None and v is not False}
 
 
 def resolve_study_path(name_or_file: str) -> Path:
@@ -104,9 +109,12 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
     known = {"study", "data", "budget", "sampler", "pruner", "space", "baseline"}
     _no_unknown(path, "top level", raw, known)
     study = raw.get("study", {})
-    _no_unknown(path, "[study]", study, {"name", "metric", "direction"})
+    _no_unknown(path, "[study]", study, {"name", "metric", "direction", "data_required"})
     budget = raw.get("budget", {})
-    _no_unknown(path, "[budget]", budget, {"trials", "max_epochs", "timeout_s", "trial_timeout_s"})
+    _no_unknown(path, "[budget]", budget, {"trials", "max_epochs", "timeout_s"})
+    _no_unknown(path, "[baseline]", raw.get("baseline", {}), {"params"})
+    _no_unknown(path, "[sampler]", raw.get("sampler", {}), SAMPLER_KEYS)
+    _no_unknown(path, "[pruner]", raw.get("pruner", {}), PRUNER_KEYS)
     data = raw.get("data", {})
     _no_unknown(path, "[data]", data, {f.name for f in dataclasses.fields(DataConfig)})
     sdef = StudyDef(
@@ -114,11 +122,11 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
         path=path,
         metric=study.get("metric", "val_miou"),
         direction=study.get("direction", "maximize"),
+        data_required=bool(study.get("data_required", False)),
         data=dict(data),
         trials=int(budget.get("trials", 50)),
         max_epochs=int(budget.get("max_epochs", 8)),
         timeout_s=budget.get("timeout_s") or None,
-        trial_timeout_s=budget.get("trial_timeout_s") or None,
         sampler={"name": "tpe", **raw.get("sampler", {})},
         pruner={"name": "hyperband", **raw.get("pruner", {})},
         space=_parse_space(path, raw.get("space", {})),
@@ -161,6 +169,9 @@ def _parse_dimension(path: Path, name: str, spec: Any) -> Dimension:
         raise ValueError(f"{where}: expected numbers with low <= high, got low={low!r}, high={high!r}")
     if spec.get("log") and low <= 0:
         raise ValueError(f"{where}: log scale needs low > 0, got low={low!r}")
+    step = spec.get("step")
+    if step is not None and (spec.get("log") or not isinstance(step, (int, float)) or step <= 0):
+        raise ValueError(f"{where}: step={step!r}; expected a positive number, and no step on a log scale")
     return Dimension(name, low=low, high=high, log=bool(spec.get("log", False)), step=spec.get("step"))
 
 
@@ -172,13 +183,44 @@ def _check(sdef: StudyDef) -> None:
         raise ValueError(f"{p}: [study] direction={sdef.direction!r}; expected 'maximize' or 'minimize'")
     if sdef.sampler["name"] not in SAMPLERS:
         raise ValueError(f"{p}: [sampler] name={sdef.sampler['name']!r}; expected one of {list(SAMPLERS)}")
-    if sdef.pruner["name"] not in PRUNERS:
-        raise ValueError(f"{p}: [pruner] name={sdef.pruner['name']!r}; expected one of {list(PRUNERS)}")
+    if sdef.pruner["name"] not in FILE_PRUNERS:
+        raise ValueError(f"{p}: [pruner] name={sdef.pruner['name']!r}; expected one of {list(FILE_PRUNERS)}")
     if sdef.trials < 1 or sdef.max_epochs < 1:
         raise ValueError(f"{p}: [budget] trials and max_epochs must be >= 1")
+    for dim in sdef.space:
+        _check_values(p, dim)
     if sdef.baseline is not None:
         names = {d.name for d in sdef.space if not d.fixed}
         unknown = set(sdef.baseline) - names
         if unknown:
             raise ValueError(f"{p}: [baseline.params] names {sorted(unknown)}, which are not ranged in [space]; "
                              f"expected some of {sorted(names)}")
+
+
+def _check_values(path: Path, dim: Dimension) -> None:
+    """Each fixed value, choice and bound must be valid for its config field, checked when read."""
+    section, key = dim.name.split(".", 1)
+    candidates = [dim.value] if dim.fixed else list(dim.choices or (dim.low, dim.high))
+    for value in candidates:
+        try:
+            _check_one(section, key, value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: space entry {dim.name}: value {value!r} is not valid: {err}") from None
+
+
+def _check_one(section: str, key: str, value: Any) -> None:
+    if key == "scale_jitter":
+        if not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ValueError("expected 0 <= scale_jitter < 1")
+        return
+    fields = {key: value}
+    # Widths are checked against each other only once both are known; here each alone.
+    if key == "base_channels":
+        fields["max_channels"] = max(value, 1) if isinstance(value, int) else value
+    if key == "max_channels":
+        fields["base_channels"] = 1
+    if key == "crop_mode" and value == "five":
+        fields["resize"] = (1024, 1024)
+    if key == "channels":
+        fields["depth"] = len(value) if isinstance(value, (list, tuple)) else 0
+    SECTIONS[section](**fields)

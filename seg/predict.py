@@ -86,10 +86,14 @@ def _starts(size: int, tile: int, stride: int) -> list[int]:
 
 
 def palette(num_classes: int) -> list[int]:
-    """A 256-colour palette: class 0 black, classes spread over hues, 255 (ignore) white."""
-    rng = np.random.default_rng(12345)
-    colours = rng.integers(40, 256, size=(256, 3))
-    colours[0] = 0
+    """The PASCAL VOC bit-interleaved palette (class 0 black, distinct colours), 255 (ignore) white."""
+    colours = np.zeros((256, 3), dtype=np.int64)
+    for index in range(256):
+        c = index
+        for bit in range(8):
+            for channel in range(3):
+                colours[index, channel] |= ((c >> channel) & 1) << (7 - bit)
+            c >>= 3
     colours[255] = 255
     return [int(v) for v in colours.reshape(-1)]
 

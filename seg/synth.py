@@ -9,12 +9,13 @@ the same folder layout a user's dataset would have::
     ROOT/val/images/...            same for the validation split
     ROOT/val/labels/...
 
-Classes: background (0) plus nine object classes = 3 shapes x 3 textures
-(see ``CLASSES``). Every colour -- object foreground, texture colours and
-background -- is drawn from one shared palette independently of the class, so
-colour says nothing about the class: the texture is a local cue (a few pixels
-of receptive field suffice) and the shape a global one (it needs a receptive
-field about the size of the object, 18-48 px).
+Classes: background (0) plus nine object classes, three per shape (disk, square,
+triangle), each with its own texture (see ``CLASSES``). Every colour -- object
+foreground, texture colours and background -- is drawn from one shared palette
+independently of the class, so colour says nothing about the class. Textures come
+at two scales: fine ones (2-4 px) are a local cue that a shallow net learns in an
+epoch; coarse ones (6-8 px cells, rings, solid) need a receptive field of 12-48 px
+and the object's shape, which is where depth and width pay.
 
 Generation is deterministic: each image has its own generator derived from
 (seed, split, index), so the same seed gives byte-identical files whatever the
@@ -46,17 +47,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-FORMAT_VERSION = "synth-v1"  # bump when the rendering changes: it is part of the cache key
+FORMAT_VERSION = "synth-v3"  # bump when the rendering changes: it is part of the cache key
 COMPLETE_MARKER = "COMPLETE"
 SPLITS: tuple[str, ...] = ("train", "val")
 
 SHAPES: tuple[str, ...] = ("disk", "square", "triangle")
-TEXTURES: tuple[str, ...] = ("solid", "striped", "checked")
-
-# Class id = 1 + 3 * shape index + texture index; 0 is the background.
-CLASSES: tuple[str, ...] = ("background",) + tuple(
-    f"{shape}-{texture}" for shape in SHAPES for texture in TEXTURES
+# (shape, texture) of classes 1..9; 0 is the background. Every texture belongs to one class.
+CLASS_SPECS: tuple[tuple[str, str], ...] = (
+    ("disk", "solid"), ("disk", "rings"), ("disk", "dots"),
+    ("square", "checked-fine"), ("square", "checked-coarse"), ("square", "grid"),
+    ("triangle", "striped-fine"), ("triangle", "striped-coarse"), ("triangle", "speckled"),
 )
+TEXTURES: tuple[str, ...] = tuple(t for _, t in CLASS_SPECS)
+CLASSES: tuple[str, ...] = ("background",) + tuple(f"{s}-{t}" for s, t in CLASS_SPECS)
 NUM_CLASSES = len(CLASSES)
 
 _SHAPE_WORDS = {
@@ -66,17 +69,19 @@ _SHAPE_WORDS = {
 }
 _TEXTURE_WORDS = {
     "solid": "painted in one palette colour",
-    "striped": "with stripes of two palette colours (random orientation, period 4-6 px)",
-    "checked": "with a checkerboard of two palette colours (cells 3-4 px)",
+    "rings": "with concentric rings of two palette colours (period 6-8 px)",
+    "dots": "with a lattice of dots of a second palette colour (spacing 5-6 px)",
+    "checked-fine": "with a fine checkerboard of two palette colours (cells 2-3 px)",
+    "checked-coarse": "with a coarse checkerboard of two palette colours (cells 6-8 px)",
+    "grid": "with thin grid lines of a second palette colour (spacing 5-7 px)",
+    "striped-fine": "with fine stripes of two palette colours (random orientation, period 4-5 px)",
+    "striped-coarse": "with coarse stripes of two palette colours (random orientation, period 10-14 px)",
+    "speckled": "speckled at random with 2x2-pixel blocks of a second palette colour",
 }
 CLASS_DESCRIPTIONS: dict[str, str] = {
     "background": "everything else: a plain or smoothly graded palette colour, "
     "with thin lines and small specks of clutter",
-    **{
-        f"{s}-{t}": f"{_SHAPE_WORDS[s]} {_TEXTURE_WORDS[t]}"
-        for s in SHAPES
-        for t in TEXTURES
-    },
+    **{f"{s}-{t}": f"{_SHAPE_WORDS[s]} {_TEXTURE_WORDS[t]}" for s, t in CLASS_SPECS},
 }
 
 # One shared palette for objects, textures, clutter and background, shape (12, 3).
@@ -111,10 +116,11 @@ _PNG_OPTIONS: dict[str, Any] = {"format": "PNG", "optimize": False, "compress_le
 class SceneParams:
     """Difficulty knobs of ``render_scene`` (all ranges are inclusive)."""
 
-    n_objects: tuple[int, int] = (3, 7)  # objects per image
-    object_size: tuple[int, int] = (18, 48)  # disk diameter / square side / triangle height, px
-    noise_sigma: float = 8.0  # additive Gaussian pixel noise on 0..255
-    n_clutter: tuple[int, int] = (4, 10)  # thin lines + specks, background class
+    # Dense scenes: more object pixels per crop means more learning signal per step on a CPU budget.
+    n_objects: tuple[int, int] = (6, 12)  # objects per image
+    object_size: tuple[int, int] = (16, 40)  # disk diameter / square side / triangle height, px
+    noise_sigma: float = 6.0  # additive Gaussian pixel noise on 0..255
+    n_clutter: tuple[int, int] = (2, 6)  # thin lines + specks, background class
     max_occlusion: float = 0.4  # an object placement is rejected if it hides more of an earlier one
     blur: bool = False  # 3x3 binomial blur before the noise (halves the contrast of 4 px stripes)
 
@@ -266,19 +272,52 @@ def _shape_mask(
     raise ValueError(f"unknown shape {shape!r}")
 
 
+def _stripes(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, period: float) -> np.ndarray:
+    angle = rng.uniform(0.0, np.pi)
+    t = (np.cos(angle) * xx + np.sin(angle) * yy) / period + rng.random()
+    return np.floor(2.0 * t).astype(np.int64) % 2 == 1  # half a period per colour
+
+
+def _checks(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cell: float) -> np.ndarray:
+    oy, ox = rng.uniform(0, 2 * cell, 2)
+    return (np.floor((yy + oy) / cell) + np.floor((xx + ox) / cell)).astype(np.int64) % 2 == 1
+
+
+def _lattice(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (y, x) of each pixel to the nearest lattice node."""
+    oy, ox = rng.uniform(0, spacing, 2)
+    fy = np.abs(((yy + oy) % spacing) - spacing / 2)
+    fx = np.abs(((xx + ox) % spacing) - spacing / 2)
+    return fy, fx
+
+
 def _texture_bits(rng: np.random.Generator, texture: str, yy: np.ndarray, xx: np.ndarray) -> np.ndarray | None:
     """Which of the two texture colours each pixel takes: bool (h, w), None for solid."""
     if texture == "solid":
         return None
-    if texture == "striped":
-        angle = rng.uniform(0.0, np.pi)
-        period = rng.uniform(4.0, 6.0)
-        t = (np.cos(angle) * xx + np.sin(angle) * yy) / period + rng.random()
-        return np.floor(2.0 * t).astype(np.int64) % 2 == 1  # half a period per colour
-    if texture == "checked":
-        cell = rng.uniform(3.0, 4.0)
-        oy, ox = rng.uniform(0, 2 * cell, 2)
-        return (np.floor((yy + oy) / cell) + np.floor((xx + ox) / cell)).astype(np.int64) % 2 == 1
+    if texture == "striped-fine":
+        # Period >= 4 px: at 3 px, rotated stripes alias into noise-like patterns.
+        return _stripes(rng, yy, xx, rng.uniform(4.0, 5.0))
+    if texture == "striped-coarse":
+        return _stripes(rng, yy, xx, rng.uniform(10.0, 14.0))
+    if texture == "checked-fine":
+        return _checks(rng, yy, xx, rng.uniform(2.0, 3.0))
+    if texture == "checked-coarse":
+        return _checks(rng, yy, xx, rng.uniform(6.0, 8.0))
+    if texture == "rings":
+        # Centred on the object's own centre, so the rings also trace its round shape.
+        cy, cx = yy.mean(), xx.mean()
+        return np.floor(2.0 * np.hypot(yy - cy, xx - cx) / rng.uniform(6.0, 8.0)).astype(np.int64) % 2 == 1
+    if texture == "dots":
+        fy, fx = _lattice(rng, yy, xx, rng.uniform(5.0, 6.0))
+        return fy * fy + fx * fx <= 1.6 ** 2
+    if texture == "grid":
+        fy, fx = _lattice(rng, yy, xx, rng.uniform(5.0, 7.0))
+        return (fy <= 0.75) | (fx <= 0.75)
+    if texture == "speckled":
+        # Random 2x2-pixel blocks: irregular, unlike every periodic texture, and above the pixel noise.
+        blocks = rng.random(((yy.shape[0] + 1) // 2, (yy.shape[1] + 1) // 2)) < 0.35
+        return np.repeat(np.repeat(blocks, 2, axis=0), 2, axis=1)[: yy.shape[0], : yy.shape[1]]
     raise ValueError(f"unknown texture {texture!r}")
 
 
@@ -327,8 +366,9 @@ def _render_scene(
 
     n_objects = int(rng.integers(params.n_objects[0], params.n_objects[1] + 1))
     for _ in range(n_objects):
-        shape_id, texture_id = int(rng.integers(3)), int(rng.integers(3))
-        placed = _place_object(rng, params, SHAPES[shape_id], yy, xx, instance, area, visible)
+        class_index = int(rng.integers(len(CLASS_SPECS)))
+        shape, texture = CLASS_SPECS[class_index]
+        placed = _place_object(rng, params, shape, yy, xx, instance, area, visible)
         if placed is None:
             continue  # scene too crowded for this object
         box, mask = placed  # box: (slice_y, slice_x); mask: bool (h, w) within the box
@@ -337,13 +377,13 @@ def _render_scene(
         excluded = set(background_colours)
         for j in np.flatnonzero(covered[1:]) + 1:
             excluded |= instance_colours[j]  # touching objects never share a colour
-        bits = _texture_bits(rng, TEXTURES[texture_id], yy[box], xx[box])
+        bits = _texture_bits(rng, texture, yy[box], xx[box])
         colours = _pick_colours(rng, 1 if bits is None else 2, excluded)
         if bits is None:
             image[box][mask] = _PALETTE_F[colours[0]]
         else:
             image[box][mask] = np.where(bits[mask][:, None], _PALETTE_F[colours[1]], _PALETTE_F[colours[0]])
-        label[box][mask] = 1 + 3 * shape_id + texture_id
+        label[box][mask] = 1 + class_index
         instance[box][mask] = new_id
         visible = np.append(visible - covered, int(mask.sum()))
         area.append(int(mask.sum()))
@@ -542,7 +582,7 @@ def default_dataset_root(
     n_val: int = 100,
     **knobs: Any,
 ) -> Path:
-    """Return ``CACHE/synth-v1-<hash>/``, generating the dataset there once.
+    """Return ``CACHE/synth-v3-<hash>/``, generating the dataset there once.
 
     Safe for concurrent callers: each generates into its own temporary sibling
     directory (COMPLETE marker written last) and renames it into place

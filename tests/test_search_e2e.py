@@ -1,0 +1,498 @@
+"""End-to-end: a tiny Optuna study through `search.run`, checked through Optuna's and MLflow's own APIs.
+
+One study runs once per module (module-scoped fixture) with real SQLite storages in a temp dir:
+
+- study "e2e": 4 trials of 2 epochs on a tiny UNet (base 4, max 16 channels, depth 2-3, crop 32) over
+  16 + 6 procedural images, no pruner. The study is pre-created with two enqueued trials: trial 0
+  (depth 2) and trial 1 (depth 5: a 2 px bottleneck at crop 32, infeasible -> FAIL); trials 2 and 3
+  are sampled by TPE. So: 3 COMPLETE, 1 FAIL, and trials after the failure still ran.
+- study "e2e-pruned": 2 trials with the threshold pruner at `lower = 0.99`, so every trial is PRUNED
+  after epoch 0 (deterministic); its first trial is the file's [baseline].
+
+Tests that change the stored state (resume, damaged checkpoint) leave the other assertions valid in
+any order: the resume only adds a trial, and the damaged checkpoint is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+import torch
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from seg.config import Config
+from seg.predict import Predictor
+from seg.synth import CLASSES
+from search.predict import main as predict_main
+from search.run import main as run_main
+
+STUDY = "e2e"
+PRUNED_STUDY = "e2e-pruned"
+EPOCHS = 2
+TRIALS = 4
+FAILED_TRIAL = 1
+PARENT_ATTR = "mlflow_parent_run_id"
+PARENT_TAG = "mlflow.parentRunId"
+EPOCH_METRICS = ("train_loss", "val_loss", "val_miou", "lr", "epoch_seconds", "images_per_s")
+ENDED = {"FINISHED", "KILLED", "FAILED"}
+STATUS_FOR_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+COMPLETE = optuna.trial.TrialState.COMPLETE
+PRUNED = optuna.trial.TrialState.PRUNED
+FAIL = optuna.trial.TrialState.FAIL
+
+STUDY_TOML = f"""
+[study]
+name = "{STUDY}"
+metric = "val_miou"
+direction = "maximize"
+
+[data]
+num_classes = 10
+synth_train = 16
+synth_val = 6
+
+[budget]
+trials = {TRIALS}
+max_epochs = {EPOCHS}
+
+[sampler]
+name = "tpe"
+
+[pruner]
+name = "none"
+
+[space.model]
+depth = {{ low = 2, high = 3 }}
+base_channels = 4
+max_channels = 16
+upsample = {{ choices = ["bilinear", "transpose"] }}
+
+[space.train]
+optimizer = {{ choices = ["adam", "sgd"] }}
+lr = {{ low = 1e-3, high = 1e-2, log = true }}
+momentum = {{ low = 0.8, high = 0.95 }}
+batch_size = 8
+
+[space.transforms]
+crop_size = 32
+hflip = {{ choices = [0.0, 0.5] }}
+"""
+
+PRUNED_TOML = f"""
+[study]
+name = "{PRUNED_STUDY}"
+
+[data]
+num_classes = 10
+synth_train = 16
+synth_val = 6
+
+[budget]
+trials = 2
+max_epochs = {EPOCHS}
+
+[sampler]
+name = "random"
+
+[pruner]
+name = "threshold"
+lower = 0.99
+
+[space.model]
+depth = 2
+base_channels = 4
+max_channels = 16
+
+[space.train]
+optimizer = {{ choices = ["adam", "sgd"] }}
+lr = {{ low = 1e-3, high = 1e-2, log = true }}
+batch_size = 8
+
+[space.transforms]
+crop_size = 32
+
+[baseline]
+params = {{ "train.optimizer" = "adam", "train.lr" = 0.005 }}
+"""
+
+
+@dataclass
+class E2E:
+    root: Path
+    storage: str
+    tracking_uri: str
+    study_file: Path
+    pruned_file: Path
+    rc: int
+    rc_pruned: int
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
+
+    def study(self, name: str = STUDY) -> optuna.Study:
+        return optuna.load_study(study_name=name, storage=self.storage)
+
+    def run_args(self, study_file: Path, *extra: str) -> list[str]:
+        return ["--study", str(study_file), "--storage", self.storage, "--tracking-uri", self.tracking_uri,
+                "--device", "cpu", *extra]
+
+    def predict_args(self, out: Path, *extra: str) -> list[str]:
+        return ["--study", str(self.study_file), "--storage", self.storage, "--tracking-uri", self.tracking_uri,
+                "--device", "cpu", "--out", str(out), *extra]
+
+    def experiment_id(self, name: str = STUDY) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        assert exp is not None, f"no MLflow experiment named {name!r}"
+        return exp.experiment_id
+
+    def runs(self, name: str = STUDY) -> list:
+        return self.client.search_runs([self.experiment_id(name)], run_view_type=ViewType.ALL, max_results=1000)
+
+    def parent_id(self, name: str = STUDY) -> str:
+        return self.study(name).user_attrs[PARENT_ATTR]
+
+    def children(self, name: str = STUDY) -> list:
+        return self.client.search_runs([self.experiment_id(name)], filter_string=f"tags.{PARENT_TAG} = '{self.parent_id(name)}'",
+                                       run_view_type=ViewType.ALL, max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("e2e")
+    storage = f"sqlite:///{root}/optuna.db"
+    tracking_uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    study_file, pruned_file = root / "e2e.toml", root / "e2e-pruned.toml"
+    study_file.write_text(STUDY_TOML)
+    pruned_file.write_text(PRUNED_TOML)
+    threads, sigterm = torch.get_num_threads(), signal.getsignal(signal.SIGTERM)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEG_CACHE_DIR", str(root / "cache"))
+        torch.set_num_threads(1)  # 2-core CI: one thread is as fast and does not oversubscribe
+        try:
+            # Pre-create the study: trial 0 is a normal one, trial 1 infeasible (depth 5 at crop 32).
+            study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
+            study.enqueue_trial({"model.depth": 2})
+            study.enqueue_trial({"model.depth": 5})  # outside [2, 3] on purpose: Optuna warns and uses it
+            env = E2E(root, storage, tracking_uri, study_file, pruned_file, 0, 0)
+            env.rc = run_main(env.run_args(study_file))
+            env.rc_pruned = run_main(env.run_args(pruned_file))
+            yield env
+        finally:
+            torch.set_num_threads(threads)
+            signal.signal(signal.SIGTERM, sigterm)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, int]]:
+    """Odd-sized RGB inputs, PNG and JPEG: path -> (height, width)."""
+    folder = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    sizes = {folder / "odd_a.png": (37, 53), folder / "odd_b.jpg": (64, 41), folder / "odd_c.png": (29, 30)}
+    for path, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return {str(p): hw for p, hw in sizes.items()}
+
+
+def _complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(states=(COMPLETE,))
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> dict[str, int | None]:
+    return {f.path: f.file_size for f in client.list_artifacts(run_id, path)}
+
+
+def _local_artifact_dir(client: MlflowClient, run_id: str) -> Path:
+    uri = client.get_run(run_id).info.artifact_uri
+    parsed = urlparse(uri)
+    assert parsed.scheme == "file", f"expected local artifacts beside the SQLite store, got {uri}"
+    return Path(unquote(parsed.path))
+
+
+# --------------------------------------------------------------------------- the study ran
+
+
+def test_study_completes_with_complete_and_failed_trials(e2e: E2E) -> None:
+    assert e2e.rc == 0
+    trials = e2e.study().trials
+    assert len(trials) >= TRIALS
+    states = [t.state for t in trials[:TRIALS]]
+    assert states[FAILED_TRIAL] == FAIL
+    assert states.count(COMPLETE) == TRIALS - 1
+    # The study went on after the failed trial.
+    assert any(t.state == COMPLETE for t in trials if t.number > FAILED_TRIAL)
+
+
+def test_experiment_named_after_study_with_one_child_run_per_trial(e2e: E2E) -> None:
+    study, client = e2e.study(), e2e.client
+    exp = client.get_experiment_by_name(STUDY)
+    assert exp is not None and exp.name == STUDY
+    parent = client.get_run(study.user_attrs[PARENT_ATTR])
+    assert parent.info.experiment_id == exp.experiment_id
+    assert PARENT_TAG not in parent.data.tags
+    children = e2e.children()
+    per_trial: dict[int, list[str]] = {}
+    for run in children:
+        per_trial.setdefault(int(run.data.tags["trial_number"]), []).append(run.info.run_id)
+    assert sorted(per_trial) == [t.number for t in study.trials]
+    for t in study.trials:
+        assert per_trial[t.number] == [t.user_attrs["mlflow_run_id"]], f"trial {t.number}"
+    # Every run of the experiment is the parent or one of its children.
+    assert {r.info.run_id for r in e2e.runs()} == {parent.info.run_id} | {r.info.run_id for r in children}
+
+
+def test_trial_run_links_resolve(e2e: E2E) -> None:
+    client, exp_id, parent_id = e2e.client, e2e.experiment_id(), e2e.parent_id()
+    for t in e2e.study().trials:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.experiment_id == exp_id
+        assert run.data.tags[PARENT_TAG] == parent_id
+        assert run.data.tags["trial_number"] == str(t.number)
+        assert run.info.status == STATUS_FOR_STATE[t.state.name]
+        label = {"COMPLETE": "complete", "FAIL": "failed", "PRUNED": "pruned"}[t.state.name]
+        assert run.info.run_name == f"trial-{t.number:03d}-{label}"
+        if t.state == COMPLETE:
+            assert run.data.params["trial_number"] == str(t.number)
+
+
+def test_params_are_complete_and_match_the_trial_config(e2e: E2E) -> None:
+    expected_keys = set(Config().flatten()) | {"trial_number", "study_name"}
+    for t in _complete(e2e.study()):
+        params = e2e.client.get_run(t.user_attrs["mlflow_run_id"]).data.params
+        assert expected_keys <= set(params), sorted(expected_keys - set(params))
+        assert params["study_name"] == STUDY
+        cfg = Config.from_dict(t.user_attrs["config"])
+        for key, value in cfg.flatten().items():
+            assert params[key] == ("None" if value is None else str(value)), key
+        for name, value in t.params.items():  # what Optuna sampled is what was trained and logged
+            assert params[name] == str(value), name
+        assert params["model.base_channels"] == "4" and params["model.max_channels"] == "16"
+        assert params["transforms.crop_size"] == "32" and params["train.epochs"] == str(EPOCHS)
+
+
+def test_per_epoch_metrics_have_one_step_per_epoch(e2e: E2E) -> None:
+    client = e2e.client
+    for t in _complete(e2e.study()):
+        run_id = t.user_attrs["mlflow_run_id"]
+        assert t.user_attrs["epochs_trained"] == EPOCHS
+        for name in EPOCH_METRICS:
+            steps = [m.step for m in client.get_metric_history(run_id, name)]
+            assert sorted(steps) == list(range(EPOCHS)), (t.number, name, steps)
+        history = {m.step: m.value for m in client.get_metric_history(run_id, "val_miou")}
+        assert history == pytest.approx(t.intermediate_values)
+        assert t.value == pytest.approx(max(history.values()))
+        iou = {k for k in client.get_run(run_id).data.metrics if k.startswith("iou/")}
+        assert iou, f"trial {t.number}: no per-class iou/<class> metric"
+        assert {k.removeprefix("iou/") for k in iou} <= set(CLASSES)
+        for key in sorted(iou)[:2]:
+            assert [m.step for m in client.get_metric_history(run_id, key)] != []
+
+
+def test_failed_trial_has_reason_in_optuna_and_mlflow(e2e: E2E) -> None:
+    assert e2e.rc == 0
+    t = e2e.study().trials[FAILED_TRIAL]
+    assert t.state == FAIL and t.params["model.depth"] == 5
+    reason = t.user_attrs["fail_reason"]
+    assert reason.startswith("infeasible") and "bottleneck" in reason
+    run = e2e.client.get_run(t.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["fail_reason"] == reason
+    assert run.data.tags["trial_state"] == "FAIL"
+    assert run.data.metrics == {}  # rejected before any training
+
+
+def test_pruned_trials_are_killed_runs(e2e: E2E) -> None:
+    assert e2e.rc_pruned == 0
+    study, client = e2e.study(PRUNED_STUDY), e2e.client
+    assert len(study.trials) == 2 and all(t.state == PRUNED for t in study.trials)
+    assert study.trials[0].user_attrs.get("baseline") is True
+    assert study.trials[0].params["train.optimizer"] == "adam"
+    assert study.trials[0].params["train.lr"] == pytest.approx(0.005)
+    parent_id = study.user_attrs[PARENT_ATTR]
+    assert parent_id != e2e.parent_id()  # its own parent run, in its own experiment
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    for t in study.trials:
+        assert t.user_attrs["epochs_trained"] == 1
+        assert list(t.intermediate_values) == [0]
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "KILLED"
+        assert run.info.run_name == f"trial-{t.number:03d}-pruned"
+        assert run.data.tags[PARENT_TAG] == parent_id
+        assert run.data.tags["trial_state"] == "PRUNED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_miou")] == [0]
+        assert "checkpoint" not in _artifacts(client, run.info.run_id)  # only complete trials log artifacts
+
+
+def test_no_run_is_left_running(e2e: E2E) -> None:
+    for name in (STUDY, PRUNED_STUDY):
+        statuses = {r.info.run_id: r.info.status for r in e2e.runs(name)}
+        assert statuses and set(statuses.values()) <= ENDED, statuses
+        assert statuses[e2e.parent_id(name)] == "FINISHED"
+
+
+def test_complete_trials_have_artifacts(e2e: E2E) -> None:
+    client = e2e.client
+    complete = _complete(e2e.study())
+    assert len(complete) >= 2
+    for t in complete:
+        run_id = t.user_attrs["mlflow_run_id"]
+        assert client.get_run(run_id).info.status == "FINISHED"
+        top = _artifacts(client, run_id)
+        assert "config.json" in top
+        for folder, name in [("checkpoint", "checkpoint/best.pt"), ("overlays", "overlays/val_predictions.png"),
+                             ("metrics", "metrics/iou_confusion.png"), ("model", "model/MLmodel")]:
+            files = _artifacts(client, run_id, folder)
+            assert name in files, (t.number, sorted(files))
+            assert files[name], f"trial {t.number}: {name} is empty"
+        local = _local_artifact_dir(client, run_id)
+        assert json.loads((local / "config.json").read_text()) == t.user_attrs["config"]
+
+
+def test_parent_run_has_study_plots_and_fingerprint(e2e: E2E, tmp_path: Path) -> None:
+    client, parent_id = e2e.client, e2e.parent_id()
+    plots = _artifacts(client, parent_id, "plots")
+    for name in ("optimization_history", "intermediate_values", "param_importances", "parallel_coordinate"):
+        assert plots.get(f"plots/{name}.png"), sorted(plots)
+    top = _artifacts(client, parent_id)
+    assert "dataset_fingerprint.json" in top and "study_definition.json" in top
+    fingerprint = json.loads(Path(client.download_artifacts(parent_id, "dataset_fingerprint.json", str(tmp_path))).read_text())
+    assert fingerprint["counts"] == {"train": 16, "val": 6}
+    assert fingerprint["num_classes"] == 10
+    run = client.get_run(parent_id)
+    assert run.data.params["study_name"] == STUDY and run.data.params["dataset_train"] == "16"
+    assert run.data.tags["dataset_hash"] == fingerprint["content_hash"]
+    assert run.data.tags["sampler"] == "tpe" and run.data.tags["pruner"] == "none"
+
+
+# --------------------------------------------------------------------------- predict and pyfunc
+
+
+def test_predict_best_trial_writes_masks_at_input_size(e2e: E2E, images: dict[str, tuple[int, int]],
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "pred"
+    assert predict_main(e2e.predict_args(out, *images)) == 0
+    best = e2e.study().best_trial
+    assert f"trial {best.number}" in capsys.readouterr().out
+    for path, (h, w) in images.items():
+        stem = Path(path).stem
+        mask = Image.open(out / f"{stem}.png")
+        assert mask.size == (w, h) and mask.mode == "P"
+        assert np.asarray(mask).max() < 10
+        assert Image.open(out / f"{stem}_overlay.png").size == (w, h)
+
+
+def test_predict_chosen_trial_and_missing_trial(e2e: E2E, images: dict[str, tuple[int, int]], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    study = e2e.study()
+    chosen = next(t for t in _complete(study) if t.number != study.best_trial.number)
+    image = next(iter(images))
+    h, w = images[image]
+    out = tmp_path / "chosen"
+    assert predict_main(e2e.predict_args(out, "--trial", str(chosen.number), image)) == 0
+    assert f"trial {chosen.number}" in capsys.readouterr().out
+    assert Image.open(out / f"{Path(image).stem}.png").size == (w, h)
+
+    assert predict_main(e2e.predict_args(tmp_path / "none", "--trial", "999", image)) == 2
+    assert "999" in capsys.readouterr().err
+    assert predict_main(e2e.predict_args(tmp_path / "failed", "--trial", str(FAILED_TRIAL), image)) == 2
+    err = capsys.readouterr().err
+    assert f"trial {FAILED_TRIAL}" in err and "FAIL" in err
+    assert not (tmp_path / "none").exists() and not (tmp_path / "failed").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_damaged_checkpoint_gives_clear_error(e2e: E2E, images: dict[str, tuple[int, int]], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture, damage: str) -> None:
+    best = e2e.study().best_trial
+    run_id = best.user_attrs["mlflow_run_id"]
+    ckpt = _local_artifact_dir(e2e.client, run_id) / "checkpoint" / "best.pt"
+    backup = tmp_path / "best.pt.bak"
+    shutil.copy2(ckpt, backup)
+    out = tmp_path / "pred"
+    try:
+        if damage == "truncate":
+            ckpt.write_bytes(ckpt.read_bytes()[:200])
+        else:
+            ckpt.unlink()
+        assert predict_main(e2e.predict_args(out, *images)) == 2
+    finally:
+        shutil.copy2(backup, ckpt)
+    err = capsys.readouterr().err
+    assert err.startswith("error:")
+    assert run_id in err and "best.pt" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("allow_pickle", [None, "false"])
+def test_pyfunc_model_loads_and_predicts(e2e: E2E, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         allow_pickle: str | None) -> None:
+    if allow_pickle is None:
+        monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
+    else:  # models-from-code: no pickle is needed to load it
+        monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", allow_pickle)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_model prepends the model's code/ folder
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", e2e.tracking_uri)  # restored after; set_tracking_uri writes it
+    best_run = e2e.study().best_trial.user_attrs["mlflow_run_id"]
+    mlflow.set_tracking_uri(e2e.tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{best_run}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
+    zeros = model.predict(np.zeros((2, 37, 53, 3), np.uint8))
+    assert zeros.shape == (2, 37, 53) and zeros.dtype == np.uint8
+
+    # Same labels as the checkpoint through seg.predict.
+    image = np.random.default_rng(1).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    labels = model.predict(image[None])
+    ckpt = e2e.client.download_artifacts(best_run, "checkpoint/best.pt", str(tmp_path))
+    expected = Predictor.from_path(ckpt, device="cpu").predict(torch.from_numpy(image).permute(2, 0, 1).contiguous())
+    np.testing.assert_array_equal(labels[0], expected.numpy())
+
+
+# --------------------------------------------------------------------------- resume and refusal
+
+
+def test_rerun_resumes_the_study_with_the_same_parent_run(e2e: E2E) -> None:
+    before = e2e.study()
+    n_before, parent_before = len(before.trials), before.user_attrs[PARENT_ATTR]
+    assert run_main(e2e.run_args(e2e.study_file, "--trials", "1")) == 0
+    after = e2e.study()
+    assert len(after.trials) == n_before + 1
+    assert after.user_attrs[PARENT_ATTR] == parent_before
+    parents = [r for r in e2e.runs() if PARENT_TAG not in r.data.tags]
+    assert [r.info.run_id for r in parents] == [parent_before]
+    assert parents[0].info.status == "FINISHED"
+    new = after.trials[-1]
+    assert new.state in (COMPLETE, FAIL) and new.number == n_before
+    run = e2e.client.get_run(new.user_attrs["mlflow_run_id"])
+    assert run.data.tags[PARENT_TAG] == parent_before and run.info.status in ENDED
+    assert len(e2e.children()) == len(after.trials)
+
+
+def test_changed_study_file_is_refused(e2e: E2E, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    changed = tmp_path / "e2e-changed.toml"
+    text = STUDY_TOML.replace("depth = { low = 2, high = 3 }", "depth = { low = 2, high = 4 }")
+    assert text != STUDY_TOML
+    changed.write_text(text)
+    n_trials, n_runs = len(e2e.study().trials), len(e2e.runs())
+    capsys.readouterr()
+    assert run_main(e2e.run_args(changed, "--trials", "1")) == 2
+    captured = capsys.readouterr()
+    out = " ".join((captured.out + captured.err).split())  # rich wraps long lines
+    assert "model.depth" in out and STUDY in out and "different definition" in out
+    assert len(e2e.study().trials) == n_trials
+    assert len(e2e.runs()) == n_runs
+    assert e2e.client.get_run(e2e.parent_id()).info.status == "FINISHED"
