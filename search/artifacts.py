@@ -31,9 +31,7 @@ def log_trial_artifacts(tracker: Tracker, run_id: str, ckpt_path: Path, data: Se
     tracker.log_figure(run_id, iou_confusion_figure(result, names), "metrics/iou_confusion.png")
     tracker.log_dict(run_id, {"class_names": list(names), "confusion": [list(r) for r in result.best_confusion]},
                      "metrics/confusion.json")
-    start = tracker.seconds
     log_pyfunc_model(tracker, run_id, ckpt_path)
-    tracker.seconds = start  # model packaging is artifact I/O, not per-epoch overhead; timed separately
     plt.close("all")
 
 

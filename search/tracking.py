@@ -79,60 +79,52 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
         self.open_runs: set[str] = set()
-        self.seconds = 0.0  # time spent in MLflow calls, for the harness-overhead figure
-
-    def _timed(self, fn, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - start
 
     def experiment_id(self, name: str) -> str:
-        exp = self._timed(self.client.get_experiment_by_name, name)
+        exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        return self._timed(self.client.create_experiment, name, artifact_location=artifact_root_for(self.tracking_uri))
+        return self.client.create_experiment(name, artifact_location=artifact_root_for(self.tracking_uri))
 
     def start_run(self, experiment_id: str, name: str, tags: Mapping[str, str], parent_id: str | None = None) -> str:
         all_tags = {k: _tag_value(v) for k, v in tags.items()}
         if parent_id:
             all_tags[PARENT_TAG] = parent_id
-        run = self._timed(self.client.create_run, experiment_id, run_name=name, tags=all_tags)
+        run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
         self.open_runs.add(run.info.run_id)
         return run.info.run_id
 
     def reopen_run(self, run_id: str) -> str:
         """Resume a parent run (a resumed study keeps its one parent run)."""
-        self._timed(self.client.update_run, run_id, status="RUNNING")
+        self.client.update_run(run_id, status="RUNNING")
         self.open_runs.add(run_id)
         return run_id
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = [Param(k, _param_value(v)) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self._timed(self.client.log_batch, run_id, params=items[i: i + MAX_PARAMS_PER_BATCH])
+            self.client.log_batch(run_id, params=items[i: i + MAX_PARAMS_PER_BATCH])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         """One batched call per epoch."""
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self._timed(self.client.log_batch, run_id, metrics=batch)
+        self.client.log_batch(run_id, metrics=batch)
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        self._timed(self.client.log_batch, run_id, tags=[RunTag(k, _tag_value(v)) for k, v in tags.items()])
+        self.client.log_batch(run_id, tags=[RunTag(k, _tag_value(v)) for k, v in tags.items()])
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        self._timed(self.client.log_artifact, run_id, str(path), artifact_path)
+        self.client.log_artifact(run_id, str(path), artifact_path)
 
     def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
-        self._timed(self.client.log_artifacts, run_id, str(local_dir), artifact_path)
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
 
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
-        self._timed(self.client.log_figure, run_id, figure, artifact_file)
+        self.client.log_figure(run_id, figure, artifact_file)
 
     def log_dict(self, run_id: str, data: Any, artifact_file: str) -> None:
-        self._timed(self.client.log_dict, run_id, data, artifact_file)
+        self.client.log_dict(run_id, data, artifact_file)
 
     def end_run(self, run_id: str, state: str, reason: str | None = None, name: str | None = None,
                 status: str | None = None) -> None:
@@ -142,8 +134,8 @@ class Tracker:
             tags["fail_reason"] = reason
         self.set_tags(run_id, tags)
         if name:
-            self._timed(self.client.update_run, run_id, name=name)
-        self._timed(self.client.set_terminated, run_id, status=status or STATUS_FOR_STATE[state])
+            self.client.update_run(run_id, name=name)
+        self.client.set_terminated(run_id, status=status or STATUS_FOR_STATE[state])
         self.open_runs.discard(run_id)
 
     def close_open_runs(self, status: str = "KILLED") -> None:

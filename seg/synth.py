@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-FORMAT_VERSION = "synth-v3"  # bump when the rendering changes: it is part of the cache key
+FORMAT_VERSION = "synth-v5"  # bump when the rendering changes: it is part of the cache key
 COMPLETE_MARKER = "COMPLETE"
 SPLITS: tuple[str, ...] = ("train", "val")
 
@@ -74,9 +74,9 @@ _TEXTURE_WORDS = {
     "checked-fine": "with a fine checkerboard of two palette colours (cells 2-3 px)",
     "checked-coarse": "with a coarse checkerboard of two palette colours (cells 6-8 px)",
     "grid": "with thin grid lines of a second palette colour (spacing 5-7 px)",
-    "striped-fine": "with fine stripes of two palette colours (random orientation, period 4-5 px)",
+    "striped-fine": "with fine stripes of two palette colours (random orientation, period 5-6 px)",
     "striped-coarse": "with coarse stripes of two palette colours (random orientation, period 10-14 px)",
-    "speckled": "speckled at random with 2x2-pixel blocks of a second palette colour",
+    "speckled": "sprinkled at random with single pixels (20%) of a second palette colour",
 }
 CLASS_DESCRIPTIONS: dict[str, str] = {
     "background": "everything else: a plain or smoothly graded palette colour, "
@@ -118,8 +118,8 @@ class SceneParams:
 
     # Dense scenes: more object pixels per crop means more learning signal per step on a CPU budget.
     n_objects: tuple[int, int] = (6, 12)  # objects per image
-    object_size: tuple[int, int] = (16, 40)  # disk diameter / square side / triangle height, px
-    noise_sigma: float = 6.0  # additive Gaussian pixel noise on 0..255
+    object_size: tuple[int, int] = (20, 44)  # disk diameter / square side / triangle height, px
+    noise_sigma: float = 5.0  # additive Gaussian pixel noise on 0..255
     n_clutter: tuple[int, int] = (2, 6)  # thin lines + specks, background class
     max_occlusion: float = 0.4  # an object placement is rejected if it hides more of an earlier one
     blur: bool = False  # 3x3 binomial blur before the noise (halves the contrast of 4 px stripes)
@@ -296,8 +296,8 @@ def _texture_bits(rng: np.random.Generator, texture: str, yy: np.ndarray, xx: np
     if texture == "solid":
         return None
     if texture == "striped-fine":
-        # Period >= 4 px: at 3 px, rotated stripes alias into noise-like patterns.
-        return _stripes(rng, yy, xx, rng.uniform(4.0, 5.0))
+        # Period >= 5 px: finer rotated stripes alias into noise-like patterns (confused with speckle).
+        return _stripes(rng, yy, xx, rng.uniform(5.0, 6.0))
     if texture == "striped-coarse":
         return _stripes(rng, yy, xx, rng.uniform(10.0, 14.0))
     if texture == "checked-fine":
@@ -315,9 +315,8 @@ def _texture_bits(rng: np.random.Generator, texture: str, yy: np.ndarray, xx: np
         fy, fx = _lattice(rng, yy, xx, rng.uniform(5.0, 7.0))
         return (fy <= 0.75) | (fx <= 0.75)
     if texture == "speckled":
-        # Random 2x2-pixel blocks: irregular, unlike every periodic texture, and above the pixel noise.
-        blocks = rng.random(((yy.shape[0] + 1) // 2, (yy.shape[1] + 1) // 2)) < 0.35
-        return np.repeat(np.repeat(blocks, 2, axis=0), 2, axis=1)[: yy.shape[0], : yy.shape[1]]
+        # Sparse random single pixels: irregular, unlike every periodic texture, far above the noise.
+        return rng.random(yy.shape) < 0.2
     raise ValueError(f"unknown texture {texture!r}")
 
 
@@ -582,7 +581,7 @@ def default_dataset_root(
     n_val: int = 100,
     **knobs: Any,
 ) -> Path:
-    """Return ``CACHE/synth-v3-<hash>/``, generating the dataset there once.
+    """Return ``CACHE/synth-v5-<hash>/``, generating the dataset there once.
 
     Safe for concurrent callers: each generates into its own temporary sibling
     directory (COMPLETE marker written last) and renames it into place

@@ -20,14 +20,6 @@ K = 4
 MEAN, STD = (0.45, 0.5, 0.55), (0.2, 0.25, 0.3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _config(resize=None, depth=3) -> Config:
     return Config(
         model=ModelConfig(num_classes=K, depth=depth, base_channels=4, max_channels=16, upsample="bilinear"),

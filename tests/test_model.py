@@ -19,15 +19,6 @@ def tiny(**kwargs) -> ModelConfig:
     return ModelConfig(**{**base, **kwargs})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one intra-op thread avoids OpenMP spin/wake overhead on a small, busy CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -136,7 +136,7 @@ def test_colour_does_not_identify_class() -> None:
 
 def test_default_dataset_root_generates_once(tmp_path: Path) -> None:
     root = synth.default_dataset_root(tmp_path, seed=0, **CACHE_SMALL)
-    assert root.parent == tmp_path and root.name.startswith("synth-v3-")
+    assert root.parent == tmp_path and root.name.startswith("synth-v5-")
     marker = json.loads((root / "COMPLETE").read_text())
     assert marker["parameters"]["n_train"] == CACHE_SMALL["n_train"]
     assert marker["content_sha256"] == synth.content_hash(root)
@@ -168,7 +168,7 @@ def test_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_incomplete_final_dir_is_regenerated(tmp_path: Path) -> None:
-    name = f"synth-v3-{synth._parameters_hash(synth.dataset_parameters(seed=0, **CACHE_SMALL))}"
+    name = f"synth-v5-{synth._parameters_hash(synth.dataset_parameters(seed=0, **CACHE_SMALL))}"
     half = tmp_path / name / "train" / "images"
     half.mkdir(parents=True)
     (half / "000000.png").write_bytes(b"half-written")
@@ -181,7 +181,7 @@ def test_incomplete_final_dir_is_regenerated(tmp_path: Path) -> None:
 
 
 def test_stale_temp_dir_is_not_used(tmp_path: Path) -> None:
-    name = f"synth-v3-{synth._parameters_hash(synth.dataset_parameters(seed=0, **CACHE_SMALL))}"
+    name = f"synth-v5-{synth._parameters_hash(synth.dataset_parameters(seed=0, **CACHE_SMALL))}"
     stale = tmp_path / f".{name}.tmp-99999-deadbeef"
     (stale / "train" / "images").mkdir(parents=True)
     (stale / "COMPLETE").write_text("{}")  # even a marker in a temp dir does not count

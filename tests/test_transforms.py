@@ -33,14 +33,6 @@ H, W, BLOCK, STEP = 48, 40, 8, 25
 NEUTRAL = dict(crop_mode="none", hflip=0.0)  # TransformConfig defaults flip and crop; switch them off
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_pair(seed: int = 0) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
     g = torch.Generator().manual_seed(seed)
     grid = torch.randint(1, 10, (H // BLOCK, W // BLOCK), generator=g, dtype=torch.uint8)

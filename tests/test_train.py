@@ -1,0 +1,131 @@
+"""fit(): learning on a small synthetic set, the callback, early stopping, non-finite loss, the CLIs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seg.checkpoint import load_checkpoint
+from seg.config import Config
+from seg.data import load_dataset
+from seg.train import NonFiniteLossError, fit, main as train_main, save_result
+
+
+def _write_blobs(root, n_train=12, n_val=4, size=32, seed=0):
+    """Bright squares are class 1, dark disks class 2, on mid-grey: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for split, n in (("train", n_train), ("val", n_val)):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "labels").mkdir(parents=True)
+        for i in range(n):
+            img = np.full((size, size, 3), 128, np.uint8)
+            lab = np.zeros((size, size), np.uint8)
+            cy, cx = rng.integers(6, size - 6, 2)
+            sq = (abs(yy - cy) < 5) & (abs(xx - cx) < 5)
+            img[sq], lab[sq] = 230, 1
+            dy, dx = rng.integers(6, size - 6, 2)
+            disk = (yy - dy) ** 2 + (xx - dx) ** 2 < 25
+            img[disk], lab[disk] = 20, 2
+            img = np.clip(img + rng.normal(0, 5, img.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / split / "images" / f"{i:03d}.png")
+            Image.fromarray(lab).save(root / split / "labels" / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def blobs(tmp_path):
+    return _write_blobs(tmp_path / "blobs")
+
+
+def _cfg(root, **train):
+    return Config.from_dict({
+        "model": {"num_classes": 3, "depth": 2, "base_channels": 8, "max_channels": 16},
+        "data": {"root": str(root), "num_classes": 3},
+        "transforms": {"crop_mode": "none", "hflip": 0.5},
+        "train": {"epochs": 3, "batch_size": 4, "lr": 1e-2, "device": "cpu", **train},
+    })
+
+
+def test_fit_improves_val_miou(blobs):
+    cfg = _cfg(blobs)
+    seen = []
+    result = fit(cfg, load_dataset(blobs, 3), on_epoch_end=seen.append)
+    assert [r.epoch for r in result.history] == [0, 1, 2] and seen == result.history
+    first, last = result.history[0], result.history[-1]
+    assert last.val_miou > first.val_miou
+    assert last.train_loss < first.train_loss
+    assert result.best_miou == max(r.val_miou for r in result.history)
+    assert result.best_state is not None and len(result.best_confusion) == 3
+    for r in result.history:
+        assert r.images_per_s > 0 and r.seconds > 0 and len(r.iou) == 3 and r.lr > 0
+
+
+def test_fit_is_deterministic_for_a_seed(blobs):
+    data = load_dataset(blobs, 3)
+    a = fit(_cfg(blobs, epochs=1), data).history[0]
+    b = fit(_cfg(blobs, epochs=1), data).history[0]
+    assert a.train_loss == b.train_loss and a.val_miou == b.val_miou
+
+
+def test_callback_stops_training(blobs):
+    result = fit(_cfg(blobs, epochs=5), load_dataset(blobs, 3), on_epoch_end=lambda r: r.epoch == 1)
+    assert len(result.history) == 2 and result.stop_reason == "callback"
+
+
+def test_callback_exception_aborts(blobs):
+    class Stop(Exception):
+        pass
+
+    def boom(record):
+        raise Stop(record.epoch)
+
+    with pytest.raises(Stop):
+        fit(_cfg(blobs), load_dataset(blobs, 3), on_epoch_end=boom)
+
+
+def test_early_stopping(blobs):
+    # lr=0: val mIoU never improves after epoch 0, so patience 2 stops after epoch 2.
+    result = fit(_cfg(blobs, epochs=10, lr=1e-8, early_stopping=2), load_dataset(blobs, 3))
+    assert result.stop_reason == "early_stopping" and len(result.history) < 10
+
+
+@pytest.mark.parametrize("optimizer,scheduler", [("adamw", "cosine"), ("sgd", "onecycle"), ("rmsprop", "plateau"),
+                                                 ("adam", "none")])
+def test_optimizers_and_schedulers_run(blobs, optimizer, scheduler):
+    result = fit(_cfg(blobs, epochs=2, optimizer=optimizer, scheduler=scheduler, grad_clip=1.0, nesterov=True),
+                 load_dataset(blobs, 3))
+    assert len(result.history) == 2 and all(np.isfinite(r.train_loss) for r in result.history)
+
+
+def test_non_finite_loss_raises_at_once(blobs):
+    cfg = _cfg(blobs, optimizer="sgd", lr=10.0, momentum=0.0).replace(model={"norm": "none"})
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        fit(cfg.replace(train={"lr": 10.0, "epochs": 50}), load_dataset(blobs, 3))
+
+
+def test_checkpoint_from_fit_loads_with_weights_only(blobs, tmp_path):
+    cfg = _cfg(blobs, epochs=1)
+    result = fit(cfg, load_dataset(blobs, 3))
+    path = save_result(tmp_path / "best.pt", cfg, result, ("bg", "square", "disk"))
+    raw = torch.load(path, weights_only=True)
+    assert raw["config"] == cfg.to_dict() and raw["class_names"] == ["bg", "square", "disk"]
+    ckpt = load_checkpoint(path)
+    assert ckpt.config == cfg and ckpt.metrics["val_miou"] == pytest.approx(result.best_miou)
+
+
+def test_train_cli_writes_checkpoint_and_history(blobs, tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text('[model]\nnum_classes = 3\ndepth = 2\nbase_channels = 4\nmax_channels = 8\n'
+                      '[data]\nnum_classes = 3\n[transforms]\ncrop_mode = "none"\n[train]\nbatch_size = 4\n')
+    out = tmp_path / "out"
+    assert train_main(["--config", str(config), "--data", str(blobs), "--epochs", "2", "--device", "cpu",
+                       "--out", str(out)]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert load_checkpoint(out / "best.pt").config.train.epochs == 2
+    assert "best val mIoU" in capsys.readouterr().out
