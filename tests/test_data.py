@@ -616,8 +616,10 @@ def test_cache_returns_same_object_without_decoding(tmp_path: Path, monkeypatch:
     def fail(*_: object, **__: object) -> torch.Tensor:
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(data, "decode_image", fail)
-    monkeypatch.setattr(data, "decode_label", fail)
+    import seg.data.dataset as loader  # where load_dataset looks the decoders up
+
+    monkeypatch.setattr(loader, "decode_image", fail)
+    monkeypatch.setattr(loader, "decode_label", fail)
     assert load_dataset(tmp_path, num_classes=2) is first
     assert load_dataset(str(tmp_path / "train" / ".."), num_classes=2) is first  # same resolved root
 

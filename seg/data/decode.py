@@ -1,0 +1,209 @@
+"""Decoding images to RGB tensors and labels to validated class-index tensors.
+
+See the "Normalisation" section of the :mod:`seg.data` docstring for how image
+and label modes are converted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+
+from seg.data.discover import LABEL_SUFFIX, Pair
+from seg.data.errors import (
+    _MAX_LISTED,
+    LabelFormatError,
+    LabelValueError,
+    SizeMismatchError,
+    UnreadableFileError,
+)
+
+IGNORE_INDEX = 255
+
+_EXIF_ORIENTATION_TAG = 0x0112
+_WIDE_INT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"LA", "PA", "RGBA"})
+# UnidentifiedImageError is an OSError; Pillow raises SyntaxError/ValueError/
+# EOFError for some corrupt headers and DecompressionBombError for huge files.
+_PIL_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    Image.DecompressionBombError,
+)
+
+
+def _validate_num_classes(num_classes: int) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
+        raise ValueError(f"num_classes must be an int in 1..255, got {num_classes!r}")
+    if not 1 <= num_classes <= 255:
+        raise ValueError(
+            f"num_classes must be in 1..255 (255 is reserved for ignore), got {num_classes}"
+        )
+
+
+@contextlib.contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """Make sure Pillow raises on truncated files even if someone enabled tolerance."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _open_fully(path: Path) -> tuple[Image.Image, str | None]:
+    """Fully decode ``path`` in its displayed (EXIF) orientation; return it and its format."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise UnreadableFileError(f"{path} is empty (0 bytes); re-export or remove it")
+    try:
+        with _strict_decoding(), Image.open(path) as img:
+            img.load()  # full decode: detects truncation
+            image_format = img.format
+            oriented = ImageOps.exif_transpose(img)
+    except _PIL_ERRORS as exc:
+        raise UnreadableFileError(
+            f"cannot read {path}: {type(exc).__name__}: {exc}; the file is truncated, corrupt or "
+            "not an image - re-export or remove it"
+        ) from exc
+    assert oriented is not None  # only None with in_place=True
+    return oriented, image_format
+
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB array; alpha is dropped, 16-bit gray is scaled to 8 bits."""
+    if img.mode in _WIDE_INT_MODES:
+        gray = (np.clip(np.asarray(img).astype(np.int64), 0, 65535) // 257).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode == "P" or img.mode in _ALPHA_MODES:
+        img = img.convert("RGBA")  # expands palettes (incl. transparency) uniformly
+    return np.array(img.convert("RGB"), dtype=np.uint8)
+
+
+def decode_image(path: Path) -> torch.Tensor:
+    """Decode an image to a uint8 ``(3, H, W)`` RGB tensor in its displayed orientation.
+
+    Raises :class:`UnreadableFileError` for zero-byte, truncated or corrupt files.
+    """
+    img, _ = _open_fully(Path(path))
+    return torch.from_numpy(_rgb_array(img)).permute(2, 0, 1).contiguous()
+
+
+def _require_opaque(alpha: np.ndarray, path: Path) -> None:
+    if not bool((alpha == 255).all()):
+        raise LabelFormatError(
+            f"label {path} has transparent pixels; alpha cannot encode classes - expected a "
+            "single-channel PNG of class indices (mode L) or a palette PNG (mode P)"
+        )
+
+
+def _gray_from_colour(arr: np.ndarray, path: Path, mode: str) -> np.ndarray:
+    if not bool((arr[:, :, 0] == arr[:, :, 1]).all() and (arr[:, :, 0] == arr[:, :, 2]).all()):
+        raise LabelFormatError(
+            f"label {path} is a colour ({mode}) image whose channels differ; a colour label is "
+            "ambiguous (no colour-to-class mapping is known) - expected a single-channel PNG of "
+            "class indices (mode L) or a palette PNG (mode P) whose indices are the classes"
+        )
+    return arr[:, :, 0]
+
+
+def _label_array(img: Image.Image, path: Path) -> np.ndarray:
+    """Class-index array of a label image (uint8, or wider ints for 16/32-bit modes)."""
+    mode = img.mode
+    if mode in ("L", "P") or mode in _WIDE_INT_MODES:
+        return np.array(img)
+    if mode == "1":
+        return np.array(img).astype(np.uint8)
+    if mode in ("LA", "PA"):
+        arr = np.array(img)
+        _require_opaque(arr[:, :, 1], path)
+        return arr[:, :, 0]
+    if mode in ("RGB", "RGBA"):
+        arr = np.array(img)
+        if mode == "RGBA":
+            _require_opaque(arr[:, :, 3], path)
+        return _gray_from_colour(arr, path, mode)
+    raise LabelFormatError(
+        f"label {path} has unsupported image mode {mode!r}; expected a single-channel PNG of "
+        "class indices (mode L) or a palette PNG (mode P)"
+    )
+
+
+def _check_label_values(arr: np.ndarray, path: Path, num_classes: int) -> np.ndarray:
+    """Return ``arr`` as uint8 after checking it only holds classes or IGNORE_INDEX."""
+    if arr.dtype == np.uint8:
+        present = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+    else:
+        present = np.unique(arr)
+    bad = present[((present < 0) | (present >= num_classes)) & (present != IGNORE_INDEX)]
+    if bad.size:
+        values = [int(v) for v in bad[:_MAX_LISTED]]
+        more = f" (and {bad.size - _MAX_LISTED} more)" if bad.size > _MAX_LISTED else ""
+        relation = (
+            f">= num_classes={num_classes}"
+            if bad.min() >= 0
+            else f"outside 0..{num_classes - 1} (num_classes={num_classes})"
+        )
+        raise LabelValueError(
+            f"label {path} has values {values}{more} {relation}; expected class indices "
+            f"0..{num_classes - 1}, or {IGNORE_INDEX} for ignore"
+        )
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def decode_label(path: Path, num_classes: int) -> torch.Tensor:
+    """Decode and validate a label PNG to a uint8 ``(H, W)`` tensor of class indices.
+
+    Raises :class:`LabelFormatError` (not a PNG, colour or transparent label),
+    :class:`LabelValueError` (values >= num_classes other than 255) or
+    :class:`UnreadableFileError`.
+    """
+    path = Path(path)
+    _validate_num_classes(num_classes)
+    if path.suffix.lower() != LABEL_SUFFIX:
+        raise LabelFormatError(
+            f"label {path} is not a PNG; labels must be lossless PNGs of class indices "
+            "(JPEG compression corrupts class indices) - re-export it as a single-channel PNG"
+        )
+    img, image_format = _open_fully(path)
+    if image_format != "PNG":
+        raise LabelFormatError(
+            f"label {path} is named .png but is a {image_format} file; labels must be lossless "
+            "single-channel PNGs of class indices"
+        )
+    arr = _check_label_values(_label_array(img, path), path, num_classes)
+    return torch.from_numpy(arr)
+
+
+def _exif_orientation(path: Path) -> int | None:
+    try:
+        with Image.open(path) as img:
+            value = img.getexif().get(_EXIF_ORIENTATION_TAG)
+    except _PIL_ERRORS:
+        return None
+    return int(value) if value is not None else None
+
+
+def _check_sizes(pair: Pair, image: torch.Tensor, mask: torch.Tensor) -> None:
+    ih, iw = image.shape[1:]
+    lh, lw = mask.shape
+    if (ih, iw) == (lh, lw):
+        return
+    hint = ""
+    orientation = _exif_orientation(pair.image)
+    if orientation is not None and orientation != 1:
+        hint = (
+            f" (the image has EXIF orientation {orientation}; its size is taken after applying it, "
+            "so the label must be in the displayed orientation)"
+        )
+    raise SizeMismatchError(
+        f"label {pair.label} is {lw}x{lh} (WxH) but its image {pair.image} is {iw}x{ih}{hint}; "
+        "a label must have exactly the same size as its image"
+    )

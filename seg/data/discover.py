@@ -1,0 +1,135 @@
+"""Discovery of one images/labels directory pair: find, validate and pair files by stem.
+
+Hidden entries, sub-directories and files with other suffixes are skipped with
+one :class:`IgnoredFileWarning` per directory listing them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from seg.data.errors import (
+    DuplicateStemError,
+    EmptyDirectoryError,
+    IgnoredFileWarning,
+    MissingDirectoryError,
+    UnpairedFileError,
+    _format_paths,
+)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+LABEL_SUFFIX = ".png"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image and its label, matched by file stem."""
+
+    stem: str
+    image: Path
+    label: Path
+
+
+def _check_directory(path: Path, what: str) -> None:
+    if not path.exists():
+        raise MissingDirectoryError(f"{what} directory {path} does not exist")
+    if not path.is_dir():
+        raise MissingDirectoryError(f"{path} is not a directory; expected the {what} directory")
+
+
+def _is_candidate(path: Path) -> bool:
+    return (
+        not path.name.startswith(".")
+        and path.suffix.lower() in IMAGE_SUFFIXES
+        and path.is_file()
+    )
+
+
+def _scan_directory(directory: Path) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Group image-suffixed files by stem; return them and the ignored entries."""
+    by_stem: dict[str, list[Path]] = {}
+    ignored: list[Path] = []
+    for path in sorted(directory.iterdir()):
+        if _is_candidate(path):
+            by_stem.setdefault(path.stem, []).append(path)
+        else:
+            ignored.append(path)
+    return by_stem, ignored
+
+
+def _warn_ignored(directory: Path, ignored: list[Path]) -> None:
+    if ignored:
+        warnings.warn(
+            IgnoredFileWarning(
+                f"ignoring {len(ignored)} hidden or non-image "
+                f"entr{'y' if len(ignored) == 1 else 'ies'} "
+                f"in {directory} (only {', '.join(IMAGE_SUFFIXES)} files are used):\n"
+                f"{_format_paths(ignored)}"
+            ),
+            stacklevel=4,
+        )
+
+
+def _raise_duplicates(directory: Path, by_stem: dict[str, list[Path]]) -> None:
+    groups = [paths for paths in by_stem.values() if len(paths) > 1]
+    if groups:
+        listed = [" and ".join(str(p) for p in paths) for paths in groups]
+        raise DuplicateStemError(
+            f"{len(groups)} stem(s) in {directory} belong to several files, so pairing is "
+            f"ambiguous; keep exactly one file per stem:\n{_format_paths(listed)}"
+        )
+
+
+def _collect_files(directory: Path, what: str) -> dict[str, Path]:
+    """Validated ``{stem: path}`` of one images/labels directory."""
+    _check_directory(directory, what)
+    by_stem, ignored = _scan_directory(directory)
+    _warn_ignored(directory, ignored)
+    if not by_stem:
+        detail = f" ({len(ignored)} other entries were ignored)" if ignored else ""
+        raise EmptyDirectoryError(
+            f"{what} directory {directory} contains no {'/'.join(IMAGE_SUFFIXES)} files{detail}"
+        )
+    _raise_duplicates(directory, by_stem)
+    return {stem: paths[0] for stem, paths in by_stem.items()}
+
+
+def _raise_unpaired(
+    images_dir: Path, labels_dir: Path, images: dict[str, Path], labels: dict[str, Path]
+) -> None:
+    no_label = [
+        f"{images[s]} (expected {labels_dir / (s + LABEL_SUFFIX)})"
+        for s in sorted(images.keys() - labels.keys())
+    ]
+    no_image = [str(labels[s]) for s in sorted(labels.keys() - images.keys())]
+    if not no_label and not no_image:
+        return
+    parts = [
+        f"{len(no_label) + len(no_image)} unpaired file(s): every image in {images_dir} needs a "
+        f"label with the same stem in {labels_dir} and vice versa"
+    ]
+    if no_label:
+        parts.append(f"{len(no_label)} image(s) without a label:\n{_format_paths(no_label)}")
+    if no_image:
+        parts.append(f"{len(no_image)} label(s) without an image:\n{_format_paths(no_image)}")
+    raise UnpairedFileError("\n".join(parts))
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def find_pairs(images_dir: Path, labels_dir: Path) -> list[Pair]:
+    """Discover and pair image/label files by stem, sorted by stem.
+
+    Hidden and non-image entries are skipped with an :class:`IgnoredFileWarning`
+    per directory.  Raises :class:`MissingDirectoryError`,
+    :class:`EmptyDirectoryError`, :class:`DuplicateStemError` or
+    :class:`UnpairedFileError`.
+    """
+    images_dir, labels_dir = Path(images_dir), Path(labels_dir)
+    images = _collect_files(images_dir, "images")
+    labels = _collect_files(labels_dir, "labels")
+    _raise_unpaired(images_dir, labels_dir, images, labels)
+    return [Pair(stem, images[stem], labels[stem]) for stem in sorted(images)]
