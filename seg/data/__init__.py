@@ -100,6 +100,7 @@ from seg.data.layout import split_pairs
 __all__ = [
     "IGNORE_INDEX",
     "IMAGE_SUFFIXES",
+    "LABEL_SUFFIX",
     "DatasetError",
     "DuplicateStemError",
     "EmptyDirectoryError",
