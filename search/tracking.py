@@ -10,7 +10,6 @@ on exit, on an exception or on Ctrl-C: no run is left RUNNING.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Mapping
@@ -22,13 +21,6 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from seg.train import EpochResult
-
-# Quiet, bounded defaults (the user's environment wins): no progress bars in logs, no telemetry,
-# and a dead or slow tracking server fails a call in seconds instead of MLflow's ~4-20 minutes.
-for _key, _value in {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
-                     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-                     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}.items():
-    os.environ.setdefault(_key, _value)
 
 STATUS_FOR_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUNNING": "RUNNING"}
 PARENT_TAG = "mlflow.parentRunId"
