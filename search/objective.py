@@ -16,7 +16,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import optuna
 
@@ -174,7 +174,3 @@ class Objective:
         label = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}[state]
         self.ctx.tracker.end_run(run_id, state, reason=reason, name=f"trial-{trial.number:03d}-{label}", status=status)
 
-
-def trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    return {"number": trial.number, "state": trial.state.name, "value": trial.value,
-            "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"), "fail_reason": trial.user_attrs.get("fail_reason")}

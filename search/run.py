@@ -85,8 +85,8 @@ def open_study(sdef: StudyDef, args: argparse.Namespace) -> optuna.Study:
     return study
 
 
-def start_parent_run(tracker: Tracker, study: optuna.Study, sdef: StudyDef, args: argparse.Namespace,
-                     fingerprint: dict[str, Any], tags: dict[str, str]) -> tuple[str, str]:
+def start_parent_run(tracker: Tracker, study: optuna.Study, sdef: StudyDef, fingerprint: dict[str, Any],
+                     tags: dict[str, str]) -> tuple[str, str]:
     """One parent run per study: created on the first run, reopened when the study resumes."""
     experiment_id = tracker.experiment_id(sdef.name)
     existing = study.user_attrs.get(PARENT_RUN_ATTR)
@@ -120,7 +120,7 @@ def prepare(args: argparse.Namespace) -> tuple[optuna.Study, TrialContext]:
     tracker = Tracker(args.tracking_uri)
     tags = {"sampler": sdef.sampler["name"], "pruner": sdef.pruner["name"], "storage": args.storage,
             "study_name": sdef.name, "dataset_hash": fingerprint["content_hash"], "git_commit": git_commit() or "unknown"}
-    experiment_id, parent = start_parent_run(tracker, study, sdef, args, fingerprint, tags)
+    experiment_id, parent = start_parent_run(tracker, study, sdef, fingerprint, tags)
     return study, TrialContext(sdef, opts, data, class_names(data_cfg), tracker, experiment_id, parent, tags)
 
 

@@ -21,7 +21,7 @@ from seg.loaders import build_loaders, resolve_dataset
 from seg.model import build_unet, count_parameters, forward_flops
 from seg.optim import build_optimizer
 from seg.runtime import precision_for, resolve_device
-from seg.train import masked_cross_entropy
+from seg.train import train_step
 
 SIZES = {
     "small (depth 3, 8->32)": {"depth": 3, "base_channels": 8, "max_channels": 32},
@@ -36,6 +36,7 @@ def step_images_per_s(cfg: Config, steps: int) -> float:
     prec = precision_for(cfg.train, device)
     model = build_unet(cfg.model).to(device, memory_format=prec.memory_format).train()
     opt = build_optimizer(model.parameters(), cfg.train)
+    scaler = torch.amp.GradScaler(device.type, enabled=prec.use_scaler)
     b, s = cfg.train.batch_size, cfg.transforms.crop_size
     x = torch.randn(b, 3, s, s, device=device).contiguous(memory_format=prec.memory_format)  # (B, 3, S, S)
     y = torch.randint(0, cfg.model.num_classes, (b, s, s), device=device)
@@ -43,11 +44,7 @@ def step_images_per_s(cfg: Config, steps: int) -> float:
         if i == 3:
             _sync(device)
             start = time.perf_counter()
-        with prec.autocast():
-            loss = masked_cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, x, y, opt, scaler, prec)
     _sync(device)
     return steps * b / (time.perf_counter() - start)
 

@@ -128,20 +128,11 @@ def train_one_epoch(model: nn.Module, norm: Normalize, loader: DataLoader, optim
     waited = time.perf_counter()
     for images, masks in loader:
         data_s += time.perf_counter() - waited
-        x = norm(images.to(prec.device, non_blocking=True)).contiguous(memory_format=prec.memory_format)  # (B, 3, H, W)
-        y = masks.to(prec.device, non_blocking=True).long()  # (B, H, W)
-        with prec.autocast():
-            loss = masked_cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        x, y = to_device(images, masks, norm, prec)
+        loss = train_step(model, x, y, optimizer, scaler, prec, grad_clip)
         schedule.after_step()
-        loss_sum += loss.detach()
-        bad |= ~torch.isfinite(loss.detach())
+        loss_sum += loss
+        bad |= ~torch.isfinite(loss)
         steps += 1
         n_images += images.shape[0]
         if prec.device.type != "cuda" or steps % CUDA_FINITE_CHECK_EVERY == 0:
@@ -149,6 +140,28 @@ def train_one_epoch(model: nn.Module, norm: Normalize, loader: DataLoader, optim
         waited = time.perf_counter()
     _raise_if_nonfinite(bad, steps)
     return loss_sum.item() / max(steps, 1), data_s, n_images
+
+
+def to_device(images: torch.Tensor, masks: torch.Tensor, norm: Normalize,
+              prec: Precision) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 batch -> normalised float images (B, 3, H, W) and long masks (B, H, W) on the device."""
+    x = norm(images.to(prec.device, non_blocking=True)).contiguous(memory_format=prec.memory_format)
+    return x, masks.to(prec.device, non_blocking=True).long()
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, prec: Precision, grad_clip: float = 0.0) -> torch.Tensor:
+    """One optimisation step; returns the detached loss (no host sync)."""
+    with prec.autocast():
+        loss = masked_cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
 
 
 def _raise_if_nonfinite(bad: torch.Tensor, step: int) -> None:
@@ -171,8 +184,7 @@ def evaluate(model: nn.Module, norm: Normalize, loader: DataLoader, prec: Precis
     loss_sum = torch.zeros((), dtype=torch.float64, device=prec.device)
     pixels = torch.zeros((), dtype=torch.int64, device=prec.device)
     for images, masks in loader:
-        x = norm(images.to(prec.device, non_blocking=True)).contiguous(memory_format=prec.memory_format)
-        y = masks.to(prec.device, non_blocking=True).long()
+        x, y = to_device(images, masks, norm, prec)
         with prec.autocast():
             logits = model(x)  # (B, K, H, W)
         loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
