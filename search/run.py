@@ -29,6 +29,7 @@ from search.display import LiveDisplay, print_summary
 from search.fingerprint import dataset_fingerprint
 from search.objective import Objective, TrialContext, TrialFailed
 from search.plots import log_study_plots
+from search.registry import ChampionCallback
 from search.samplers import build_pruner, build_sampler
 from search.space import RunOptions
 from search.storage import (DEFAULT_STORAGE, DEFAULT_TRACKING_URI, StudyMismatchError, check_identity,
@@ -132,7 +133,7 @@ def execute(study: optuna.Study, ctx: TrialContext, args: argparse.Namespace, co
     try:
         with LiveDisplay(study, ctx.progress, console) as display:
             study.optimize(Objective(ctx), n_trials=args.trials or sdef.trials, timeout=args.timeout or sdef.timeout_s,
-                           catch=(TrialFailed,), callbacks=[display.trial_finished], gc_after_trial=False)
+                           catch=(TrialFailed,), callbacks=[display.trial_finished, ChampionCallback(args.tracking_uri, sdef.name)], gc_after_trial=False)
         log_study_plots(tracker, parent, study)
         status = "FINISHED"
     except KeyboardInterrupt:
