@@ -28,11 +28,13 @@ def best_value(study: optuna.Study) -> float | None:
 class LiveDisplay:
     """A table refreshed on every epoch on a terminal; one line per trial otherwise (CI, logs)."""
 
-    def __init__(self, study: optuna.Study, progress: Progress, console: Console | None = None) -> None:
+    def __init__(self, study: optuna.Study, progress: Progress, console: Console | None = None,
+                 label: str | None = None) -> None:
         self.study, self.progress = study, progress
         self.console = console or Console()
         self.start = time.monotonic()
-        self.interactive = self.console.is_terminal
+        self.label = f"[{label}] " if label else ""
+        self.interactive = self.console.is_terminal and label is None  # a worker of several prints lines
         self.live: Live | None = None
         self.counts: Counter = state_counts(study)
         self.best = best_value(study)
@@ -56,7 +58,7 @@ class LiveDisplay:
         if not self.interactive:
             value = f"{trial.value:.4f}" if trial.value is not None else "-"
             reason = trial.user_attrs.get("fail_reason", "")
-            print(f"trial {trial.number:3d} {trial.state.name:8s} value {value}  epochs "
+            print(f"{self.label}trial {trial.number:3d} {trial.state.name:8s} value {value}  epochs "
                   f"{trial.user_attrs.get('epochs_trained', 0)}  {reason}  | {self._counts_text()}", flush=True)
         self.refresh()
 

@@ -3,8 +3,13 @@
 Outcomes and what they become:
 - trains to the end -> COMPLETE, value = best val mIoU, MLflow run FINISHED, artifacts logged;
 - `trial.should_prune()` -> PRUNED, run KILLED;
-- an invalid or infeasible config, or a non-finite loss -> FAIL with `fail_reason` in the trial's
-  user attrs and as a run tag, run FAILED, and the study goes on (`TrialFailed` is caught);
+- expected failures -> FAIL with `fail_reason` (and `fail_detail`) in the trial's user attrs and as
+  run tags, run FAILED, and the study goes on (`TrialFailed` is caught): an invalid or infeasible
+  config, "oom" (estimated before training, or raised during it; device memory is freed before the
+  next trial), "nan" (a non-finite loss), "timeout" (past the per-trial wall-clock limit);
+- the tracking store goes away -> the trial still trains and its result is told to Optuna; MLflow
+  logging stops, `ctx.tracking_error` is set, and the runner stops the study with a clear error;
+- Ctrl-C or SIGTERM -> FAIL ("interrupted"), run KILLED, and the exception ends the run;
 - anything else (a bug) -> FAIL, run FAILED, and the exception stops the run with its traceback.
 """
 
@@ -14,20 +19,30 @@ import math
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import optuna
-
-from seg.config import Config
-from seg.data import SegmentationData
-from seg.train import EpochResult, FitResult, NonFiniteLossError, fit, save_result
+import torch
 
 from search.artifacts import log_trial_artifacts
+from search.deadline import TrialTimeout, WallClockLimit
 from search.space import InfeasibleConfigError, RunOptions, config_from_trial
 from search.study_def import StudyDef
-from search.tracking import Tracker, epoch_metrics
+from search.tracking import Tracker, TrackingUnavailable, epoch_metrics, trial_run_name
+from seg.config import Config
+from seg.data import SegmentationData
+from seg.memory import (
+    GiB,
+    estimate_training_memory,
+    memory_limit,
+    probe_training_memory,
+    release_device_memory,
+)
+from seg.runtime import precision_for, resolve_device
+from seg.train import EpochResult, FitResult, NonFiniteLossError, fit, save_result
 
 
 class TrialFailed(Exception):
@@ -59,40 +74,195 @@ class TrialContext:
     parent_run_id: str
     run_tags: dict[str, str]
     progress: Progress = field(default_factory=Progress)
+    on_trial_start: Callable[[], None] = field(default=lambda: None)  # the trial now exists in the storage
+    tracking_error: str | None = None  # set when the tracking store stopped answering
 
 
 class Objective:
     def __init__(self, ctx: TrialContext) -> None:
         self.ctx = ctx
+        self.device = resolve_device(ctx.opts.device)
 
     def __call__(self, trial: optuna.Trial) -> float:
         ctx, start = self.ctx, time.perf_counter()
+        ctx.on_trial_start()
         self.timing = {"fit": 0.0, "epoch_hooks": 0.0, "artifacts": 0.0}
-        run_id = ctx.tracker.start_run(ctx.experiment_id, f"trial-{trial.number:03d}",
-                                       {**ctx.run_tags, "trial_number": trial.number, "trial_state": "RUNNING"},
-                                       parent_id=ctx.parent_run_id)
-        trial.set_user_attr("mlflow_run_id", run_id)
+        self.run_id = self._start_run(trial)
         try:
-            cfg = self._config(trial, run_id)
-            value = self._train(trial, run_id, cfg)
-            self._end(trial, run_id, "COMPLETE")
+            with WallClockLimit(ctx.opts.trial_timeout_s) as self.limit:
+                cfg = self._config(trial)
+                self._check_memory(trial, cfg)
+                value = self._train(trial, cfg)
+            self._end(trial, "COMPLETE")
         except optuna.TrialPruned:
-            self._end(trial, run_id, "PRUNED")
+            self._end(trial, "PRUNED")
             raise
         except TrialFailed as err:
-            self._end(trial, run_id, "FAIL", reason=str(err))
+            self._end(trial, "FAIL", reason=trial.user_attrs.get("fail_reason", str(err)))
             raise
         except BaseException as err:  # a bug, Ctrl-C or SIGTERM: record it, then let it stop the run
-            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"error: {type(err).__name__}: {err}"
+            interrupted = isinstance(err, KeyboardInterrupt)
+            reason = "interrupted" if interrupted else f"error: {type(err).__name__}: {err}"
             trial.set_user_attr("fail_reason", reason)
-            ctx.tracker.set_tags(run_id, {"traceback": traceback.format_exc()[-4000:]})
+            self._track(ctx.tracker.set_tags, self.run_id, {"traceback": traceback.format_exc()[-4000:]})
             # Interrupted trials are FAIL in Optuna; their run is KILLED, a bug's run FAILED.
-            self._end(trial, run_id, "FAIL", reason=reason,
-                      status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            self._end(trial, "FAIL", reason=reason, status="KILLED" if interrupted else "FAILED")
             raise
         finally:
             self._record_timing(trial, time.perf_counter() - start)
+            self._release_memory(trial)
         return value
+
+    # --- MLflow, tolerant of a tracking store that goes away -------------------------------------
+
+    def _start_run(self, trial: optuna.Trial) -> str:
+        ctx = self.ctx
+        if ctx.tracking_error is None:
+            try:
+                run_id = ctx.tracker.start_run(ctx.experiment_id, f"trial-{trial.number:03d}",
+                                               {**ctx.run_tags, "trial_number": trial.number, "trial_state": "RUNNING"},
+                                               parent_id=ctx.parent_run_id)
+                trial.set_user_attr("mlflow_run_id", run_id)
+                return run_id
+            except TrackingUnavailable as err:
+                ctx.tracking_error = str(err)
+        trial.set_user_attr("tracking_error", ctx.tracking_error)
+        raise self._fail(trial, "tracking unavailable", ctx.tracking_error)
+
+    def _track(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the tracker unless it already failed; a failure stops MLflow logging, never the training."""
+        if self.ctx.tracking_error is not None:
+            return None
+        try:
+            return method(*args, **kwargs)
+        except TrackingUnavailable as err:
+            self.ctx.tracking_error = str(err)
+            return None
+
+    def _end(self, trial: optuna.Trial, state: str, reason: str | None = None, status: str | None = None) -> None:
+        if self.ctx.tracking_error is not None:
+            trial.set_user_attr("tracking_error", self.ctx.tracking_error)
+        detail = trial.user_attrs.get("fail_detail") if state == "FAIL" else None
+        if detail:
+            self._track(self.ctx.tracker.set_tags, self.run_id, {"fail_detail": detail})
+        self._track(self.ctx.tracker.end_run, self.run_id, state, reason=reason,
+                    name=trial_run_name(trial.number, state), status=status)
+
+    # --- the trial ------------------------------------------------------------------------------
+
+    def _config(self, trial: optuna.Trial) -> Config:
+        ctx = self.ctx
+        try:
+            cfg = config_from_trial(trial, ctx.sdef, ctx.opts)
+        except InfeasibleConfigError as err:
+            self._log_sampled(trial)
+            raise self._fail(trial, f"infeasible: {err}") from err
+        except ValueError as err:
+            self._log_sampled(trial)
+            raise self._fail(trial, f"invalid config: {err}") from err
+        params = {**cfg.flatten(), "trial_number": trial.number, "study_name": ctx.sdef.name}
+        self._track(ctx.tracker.log_params, self.run_id, params)
+        self._track(ctx.tracker.log_dict, self.run_id, cfg.to_dict(), "config.json")
+        trial.set_user_attr("config", cfg.to_dict())
+        return cfg
+
+    def _log_sampled(self, trial: optuna.Trial) -> None:
+        """A rejected config has no resolved form; log what was sampled so the run shows why."""
+        self._track(self.ctx.tracker.log_params, self.run_id,
+                    {**trial.params, "trial_number": trial.number, "study_name": self.ctx.sdef.name})
+
+    def _fail(self, trial: optuna.Trial, reason: str, detail: str | None = None) -> TrialFailed:
+        trial.set_user_attr("fail_reason", reason)
+        if detail:
+            trial.set_user_attr("fail_detail", detail)
+        return TrialFailed(f"{reason}: {detail}" if detail else reason)
+
+    def _check_memory(self, trial: optuna.Trial, cfg: Config) -> None:
+        """Reject at once a config whose training step cannot fit the device (or the given cap)."""
+        limit = memory_limit(self.device, self.ctx.opts.memory_limit_gb)
+        if limit is None:
+            return
+        h, w = training_input_size(cfg, self.ctx.data)
+        amp = precision_for(cfg.train, self.device).amp_dtype is not None
+        estimate = estimate_training_memory(cfg, h, w, amp).total
+        trial.set_user_attr("memory_estimate_gib", round(estimate / GiB, 3))
+        where = f"batch {cfg.train.batch_size} at {h}x{w} on {self.device}"
+        if estimate > limit:
+            raise self._fail(trial, "oom", f"estimated peak {estimate / GiB:.2f} GiB for {where} exceeds the "
+                                           f"{limit / GiB:.2f} GiB available (rejected before training)")
+        if self.device.type == "cuda":
+            self._probe_memory(trial, cfg, h, w, limit, where)
+
+    def _probe_memory(self, trial: optuna.Trial, cfg: Config, h: int, w: int, limit: int, where: str) -> None:
+        oom = False
+        try:
+            peak = probe_training_memory(cfg, h, w, self.device)
+        except torch.OutOfMemoryError:
+            oom = True  # leave the except block first: its traceback holds the probe's tensors
+        if oom or peak > limit:
+            release_device_memory(self.device)
+            raise self._fail(trial, "oom", f"a probe training step for {where} ran out of memory "
+                                           "(rejected before training)")
+        trial.set_user_attr("memory_probe_gib", round(peak / GiB, 3))
+
+    def _train(self, trial: optuna.Trial, cfg: Config) -> float:
+        ctx, progress = self.ctx, self.ctx.progress
+        progress.trial, progress.epoch, progress.epochs, progress.current_miou = trial.number, 0, cfg.train.epochs, None
+        progress.on_change()
+
+        def on_epoch_end(record: EpochResult) -> bool:
+            with self.limit.unguarded():  # never cut an Optuna or MLflow write in half
+                return self._epoch_end(trial, record)
+
+        t_fit, oom = time.perf_counter(), False
+        try:
+            with self.limit.guarded():
+                result = fit(cfg, ctx.data, on_epoch_end=on_epoch_end)
+        except NonFiniteLossError as err:
+            raise self._fail(trial, "nan", str(err)) from None
+        except TrialTimeout as err:
+            raise self._fail(trial, "timeout", str(err)) from None
+        except torch.OutOfMemoryError:
+            oom = True  # handled below, outside the except block whose traceback pins the tensors
+        finally:
+            self.timing["fit"] = time.perf_counter() - t_fit
+        if oom:
+            release_device_memory(self.device)
+            raise self._fail(trial, "oom", f"out of memory during training (batch {cfg.train.batch_size}, "
+                                           f"{'x'.join(map(str, training_input_size(cfg, ctx.data)))} on {self.device})")
+        trial.set_user_attr("epochs_trained", len(result.history))
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        if not math.isfinite(result.best_miou):
+            raise self._fail(trial, "nan", "no finite validation mIoU")
+        t_art = time.perf_counter()
+        self._log_artifacts(cfg, result)
+        self.timing["artifacts"] = time.perf_counter() - t_art
+        return result.best_miou
+
+    def _epoch_end(self, trial: optuna.Trial, record: EpochResult) -> bool:
+        t0, progress = time.perf_counter(), self.ctx.progress
+        self._track(self.ctx.tracker.log_metrics, self.run_id, epoch_metrics(record, self.ctx.class_names),
+                    step=record.epoch)
+        # Optuna's step is the resource spent, epochs completed, so pruner rungs count epochs
+        # (min_resource=1 can prune after the first epoch); MLflow's step is the 0-based epoch.
+        trial.report(record.val_miou, record.epoch + 1)
+        prune = trial.should_prune()
+        progress.epoch, progress.current_miou = record.epoch + 1, record.val_miou
+        progress.on_change()
+        self.timing["epoch_hooks"] += time.perf_counter() - t0
+        if prune:
+            trial.set_user_attr("epochs_trained", record.epoch + 1)
+            raise optuna.TrialPruned(f"pruned after epoch {record.epoch} at val mIoU {record.val_miou:.4f}")
+        return False
+
+    def _log_artifacts(self, cfg: Config, result: FitResult) -> None:
+        if self.ctx.tracking_error is not None:
+            return
+        with tempfile.TemporaryDirectory(prefix="trial-") as tmp:
+            ckpt = save_result(Path(tmp) / "best.pt", cfg, result, self.ctx.class_names)
+            self._track(log_trial_artifacts, self.ctx.tracker, self.run_id, ckpt, self.ctx.data, result)
+
+    # --- bookkeeping ----------------------------------------------------------------------------
 
     def _record_timing(self, trial: optuna.Trial, total: float) -> None:
         """Where the trial's time went. harness = Optuna + MLflow bookkeeping around training
@@ -104,73 +274,18 @@ class Objective:
                                        "harness_s": round(harness, 4), "epoch_hooks_s": round(t["epoch_hooks"], 4),
                                        "artifacts_s": round(t["artifacts"], 3)})
 
-    def _config(self, trial: optuna.Trial, run_id: str) -> Config:
-        try:
-            cfg = config_from_trial(trial, self.ctx.sdef, self.ctx.opts)
-        except InfeasibleConfigError as err:
-            self._log_sampled(trial, run_id)
-            raise self._fail(trial, f"infeasible: {err}") from err
-        except ValueError as err:
-            self._log_sampled(trial, run_id)
-            raise self._fail(trial, f"invalid config: {err}") from err
-        params = {**cfg.flatten(), "trial_number": trial.number, "study_name": self.ctx.sdef.name}
-        self.ctx.tracker.log_params(run_id, params)
-        self.ctx.tracker.log_dict(run_id, cfg.to_dict(), "config.json")
-        trial.set_user_attr("config", cfg.to_dict())
-        return cfg
+    def _release_memory(self, trial: optuna.Trial) -> None:
+        """Free what the trial held before the next one starts; on CUDA record what is left allocated."""
+        allocated = release_device_memory(self.device)
+        if allocated is not None:
+            trial.set_user_attr("cuda_memory_allocated_after", allocated)
 
-    def _log_sampled(self, trial: optuna.Trial, run_id: str) -> None:
-        """A rejected config has no resolved form; log what was sampled so the run shows why."""
-        self.ctx.tracker.log_params(run_id, {**trial.params, "trial_number": trial.number,
-                                             "study_name": self.ctx.sdef.name})
 
-    def _fail(self, trial: optuna.Trial, reason: str) -> TrialFailed:
-        trial.set_user_attr("fail_reason", reason)
-        return TrialFailed(reason)
-
-    def _train(self, trial: optuna.Trial, run_id: str, cfg: Config) -> float:
-        ctx, progress = self.ctx, self.ctx.progress
-        progress.trial, progress.epoch, progress.epochs, progress.current_miou = trial.number, 0, cfg.train.epochs, None
-        progress.on_change()
-
-        def on_epoch_end(record: EpochResult) -> bool:
-            t0 = time.perf_counter()
-            ctx.tracker.log_metrics(run_id, epoch_metrics(record, ctx.class_names), step=record.epoch)
-            # Optuna's step is the resource spent, epochs completed, so pruner rungs count epochs
-            # (min_resource=1 can prune after the first epoch); MLflow's step is the 0-based epoch.
-            trial.report(record.val_miou, record.epoch + 1)
-            prune = trial.should_prune()
-            progress.epoch, progress.current_miou = record.epoch + 1, record.val_miou
-            progress.on_change()
-            self.timing["epoch_hooks"] += time.perf_counter() - t0
-            if prune:
-                trial.set_user_attr("epochs_trained", record.epoch + 1)
-                raise optuna.TrialPruned(f"pruned after epoch {record.epoch} at val mIoU {record.val_miou:.4f}")
-            return False
-
-        t_fit = time.perf_counter()
-        try:
-            result = fit(cfg, ctx.data, on_epoch_end=on_epoch_end)
-        except NonFiniteLossError as err:
-            raise self._fail(trial, "nan") from err
-        finally:
-            self.timing["fit"] = time.perf_counter() - t_fit
-        trial.set_user_attr("epochs_trained", len(result.history))
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        if not math.isfinite(result.best_miou):
-            raise self._fail(trial, "nan")
-        t_art = time.perf_counter()
-        self._log_artifacts(run_id, cfg, result)
-        self.timing["artifacts"] = time.perf_counter() - t_art
-        return result.best_miou
-
-    def _log_artifacts(self, run_id: str, cfg: Config, result: FitResult) -> None:
-        with tempfile.TemporaryDirectory(prefix="trial-") as tmp:
-            ckpt = save_result(Path(tmp) / "best.pt", cfg, result, self.ctx.class_names)
-            log_trial_artifacts(self.ctx.tracker, run_id, ckpt, self.ctx.data, result)
-
-    def _end(self, trial: optuna.Trial, run_id: str, state: str, reason: str | None = None,
-             status: str | None = None) -> None:
-        label = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}[state]
-        self.ctx.tracker.end_run(run_id, state, reason=reason, name=f"trial-{trial.number:03d}-{label}", status=status)
-
+def training_input_size(cfg: Config, data: SegmentationData) -> tuple[int, int]:
+    """(H, W) of a training batch: the crop, the resize, or the largest training image (pad-collate)."""
+    t = cfg.transforms
+    if t.crop_mode != "none":
+        return t.crop_size, t.crop_size
+    if t.resize:
+        return tuple(t.resize)
+    return (max(img.shape[-2] for img in data.train.images), max(img.shape[-1] for img in data.train.images))

@@ -47,6 +47,8 @@ class RunOptions:
     epochs: int | None = None
     device: str = "auto"
     seed: int = 0
+    trial_timeout_s: float | None = None  # wall-clock limit per trial
+    memory_limit_gb: float | None = None  # reject configs estimated above it (default on CUDA: free memory)
 
 
 def sample_values(trial: Suggester, sdef: StudyDef) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import optuna
 
+from search.journal import check_journal
+from search.lease import LeasedJournalStorage, StaleCallback
 from search.study_def import StudyDef
 
 DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
@@ -25,19 +27,46 @@ def ensure_sqlite_parent(uri: str) -> None:
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 stale_trial_callback: StaleCallback | None = None) -> optuna.storages.BaseStorage:
     """An Optuna storage for a URL: RDB (sqlite/postgresql/mysql) or a journal file path.
 
-    Creating it here, once, builds the schema before any worker connects.
+    With a heartbeat interval, trials whose worker died are found and handed to the callback:
+    Optuna's heartbeat on RDB storages, our lease on the journal (see search/lease.py).
+    Creating the storage here, once, builds the schema before any worker connects.
     """
     ensure_sqlite_parent(url)
-    if "://" not in url:
+    if is_journal(url):
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(url))
+        path = Path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        check_journal(path)
+        backend = JournalFileBackend(str(path))
+        if heartbeat_interval is None:
+            return optuna.storages.JournalStorage(backend)
+        return LeasedJournalStorage(backend, heartbeat_interval, grace_period or 3 * heartbeat_interval,
+                                    stale_trial_callback)
     # SQLite: wait up to 60 s for a lock instead of failing a trial with "database is locked".
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    if heartbeat_interval is None:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                                      grace_period=grace_period or 3 * heartbeat_interval,
+                                      heartbeat_stale_trial_callback=stale_trial_callback)
+
+
+def is_journal(url: str) -> bool:
+    return "://" not in url
+
+
+def check_shared_storage(url: str, workers: int) -> None:
+    """Several processes must not share one SQLite file: refuse, and give the command that works."""
+    if workers > 1 and url.startswith("sqlite"):
+        raise ValueError(
+            f"--workers {workers} with the SQLite storage {url}: SQLite serialises every write behind one file lock "
+            "and several workers hammering it fail with 'database is locked'. Use Optuna's journal file, e.g. "
+            "--storage studies/optuna.journal, or PostgreSQL, e.g. --storage postgresql://USER@HOST/DB")
 
 
 def ensure_tracking_schema(tracking_uri: str) -> None:

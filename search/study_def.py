@@ -60,6 +60,7 @@ class StudyDef:
     trials: int = 50
     max_epochs: int = 8
     timeout_s: float | None = None
+    trial_timeout_s: float | None = None  # wall-clock limit of one trial
     sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe"})
     pruner: dict[str, Any] = field(default_factory=lambda: {"name": "hyperband"})
     space: tuple[Dimension, ...] = ()
@@ -111,7 +112,7 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
     study = raw.get("study", {})
     _no_unknown(path, "[study]", study, {"name", "metric", "direction", "data_required"})
     budget = raw.get("budget", {})
-    _no_unknown(path, "[budget]", budget, {"trials", "max_epochs", "timeout_s"})
+    _no_unknown(path, "[budget]", budget, {"trials", "max_epochs", "timeout_s", "trial_timeout_s"})
     _no_unknown(path, "[baseline]", raw.get("baseline", {}), {"params"})
     _no_unknown(path, "[sampler]", raw.get("sampler", {}), SAMPLER_KEYS)
     _no_unknown(path, "[pruner]", raw.get("pruner", {}), PRUNER_KEYS)
@@ -127,6 +128,7 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
         trials=int(budget.get("trials", 50)),
         max_epochs=int(budget.get("max_epochs", 8)),
         timeout_s=budget.get("timeout_s") or None,
+        trial_timeout_s=budget.get("trial_timeout_s") or None,
         sampler={"name": "tpe", **raw.get("sampler", {})},
         pruner={"name": "hyperband", **raw.get("pruner", {})},
         space=_parse_space(path, raw.get("space", {})),
@@ -187,6 +189,8 @@ def _check(sdef: StudyDef) -> None:
         raise ValueError(f"{p}: [pruner] name={sdef.pruner['name']!r}; expected one of {list(FILE_PRUNERS)}")
     if sdef.trials < 1 or sdef.max_epochs < 1:
         raise ValueError(f"{p}: [budget] trials and max_epochs must be >= 1")
+    if sdef.trial_timeout_s is not None and not sdef.trial_timeout_s > 0:
+        raise ValueError(f"{p}: [budget] trial_timeout_s must be a positive number of seconds, got {sdef.trial_timeout_s!r}")
     for dim in sdef.space:
         _check_values(p, dim)
     if sdef.baseline is not None:

@@ -10,14 +10,17 @@ on exit, on an exception or on Ctrl-C: no run is left RUNNING.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import requests
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from seg.train import EpochResult
@@ -28,6 +31,34 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_TAG_LENGTH = 5000
 
 
+# Error codes MLflow gives when the store cannot be reached or is overloaded (after its own retries).
+UNAVAILABLE_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking store (server or database) did not answer after MLflow's bounded retries."""
+
+
+def _unavailable_as_error(method: Callable) -> Callable:
+    """Turn a dead or slow tracking store into one clear exception type that names the URI."""
+    @functools.wraps(method)
+    def call(self: Tracker, *args: object, **kwargs: object) -> object:
+        try:
+            return method(self, *args, **kwargs)
+        except MlflowException as err:
+            if err.error_code not in UNAVAILABLE_CODES:
+                raise
+            raise TrackingUnavailable(f"MLflow tracking at {self.tracking_uri} is unavailable: {_short(err)}") from err
+        except (requests.exceptions.RequestException, ConnectionError, TimeoutError) as err:
+            raise TrackingUnavailable(f"MLflow tracking at {self.tracking_uri} is unavailable: {_short(err)}") from err
+    return call
+
+
+def _short(err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text[:400]
+
+
 def artifact_root_for(tracking_uri: str) -> str | None:
     """`sqlite:///mlruns/mlflow.db` keeps artifacts beside it in `mlruns/artifacts`; a server decides its own."""
     parsed = urlparse(tracking_uri)
@@ -35,6 +66,14 @@ def artifact_root_for(tracking_uri: str) -> str | None:
         return None
     db_path = Path(tracking_uri[len("sqlite:///"):])
     return (db_path.resolve().parent / "artifacts").as_uri()
+
+
+RUN_LABELS = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
+
+
+def trial_run_name(number: int, state: str) -> str:
+    """`trial-007-pruned`: the trial number and how it ended (or `stale`)."""
+    return f"trial-{number:03d}-{RUN_LABELS.get(state, state.lower())}"
 
 
 def git_commit() -> str | None:
@@ -72,12 +111,14 @@ class Tracker:
         self.client = MlflowClient(tracking_uri)
         self.open_runs: set[str] = set()
 
+    @_unavailable_as_error
     def experiment_id(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
         return self.client.create_experiment(name, artifact_location=artifact_root_for(self.tracking_uri))
 
+    @_unavailable_as_error
     def start_run(self, experiment_id: str, name: str, tags: Mapping[str, str], parent_id: str | None = None) -> str:
         all_tags = {k: _tag_value(v) for k, v in tags.items()}
         if parent_id:
@@ -86,38 +127,47 @@ class Tracker:
         self.open_runs.add(run.info.run_id)
         return run.info.run_id
 
+    @_unavailable_as_error
     def reopen_run(self, run_id: str) -> str:
         """Resume a parent run (a resumed study keeps its one parent run)."""
         self.client.update_run(run_id, status="RUNNING")
         self.open_runs.add(run_id)
         return run_id
 
+    @_unavailable_as_error
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         items = [Param(k, _param_value(v)) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=items[i: i + MAX_PARAMS_PER_BATCH])
 
+    @_unavailable_as_error
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         """One batched call per epoch."""
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(run_id, metrics=batch)
 
+    @_unavailable_as_error
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, _tag_value(v)) for k, v in tags.items()])
 
+    @_unavailable_as_error
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
+    @_unavailable_as_error
     def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(run_id, str(local_dir), artifact_path)
 
+    @_unavailable_as_error
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
         self.client.log_figure(run_id, figure, artifact_file)
 
+    @_unavailable_as_error
     def log_dict(self, run_id: str, data: Any, artifact_file: str) -> None:
         self.client.log_dict(run_id, data, artifact_file)
 
+    @_unavailable_as_error
     def end_run(self, run_id: str, state: str, reason: str | None = None, name: str | None = None,
                 status: str | None = None) -> None:
         """End a run with the status that matches the trial state (unless given); the reason becomes a tag."""
@@ -130,6 +180,12 @@ class Tracker:
         self.client.set_terminated(run_id, status=status or STATUS_FOR_STATE[state])
         self.open_runs.discard(run_id)
 
+    @_unavailable_as_error
+    def running_run_ids(self, experiment_id: str) -> list[str]:
+        runs = self.client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=5000)
+        return [run.info.run_id for run in runs]
+
+    @_unavailable_as_error
     def close_open_runs(self, status: str = "KILLED") -> None:
         """End every run still open (exit path); children before the parent they hang under."""
         for run_id in sorted(self.open_runs, key=self._is_parent):

@@ -1,0 +1,112 @@
+"""Device memory of a training configuration: estimate it before training, measure it, free it after.
+
+- `estimate_training_memory(cfg, h, w)`: weights, gradients, optimizer state and the activations
+  autograd keeps, counted from the model's own layers on the meta device (no memory, no compute).
+- `probe_training_memory(cfg, h, w, device)`: one real training step on a CUDA device, its peak.
+- `memory_limit(device, limit_gb)`: what a trial may use (the device's free memory, or a given cap).
+- `release_device_memory(device)`: after a trial (above all after an out-of-memory error) hand the
+  cached blocks back, so the next trial starts from the baseline.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from seg.config import Config
+from seg.model import UNet, build_unet
+from seg.optim import build_optimizer
+from seg.runtime import precision_for
+from seg.train import train_step
+
+GiB = 1024 ** 3
+# Optimizer state per parameter, in copies of the weights.
+OPTIMIZER_STATE = {"adam": 2, "adamw": 2, "sgd": 1, "rmsprop": 1}
+# Allocator fragmentation and cuDNN workspaces on top of what the tensors need.
+OVERHEAD = 1.2
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return int((self.weights + self.gradients + self.optimizer + self.activations) * OVERHEAD)
+
+
+def estimate_training_memory(cfg: Config, height: int, width: int, amp: bool) -> MemoryEstimate:
+    """Peak bytes of one training step at batch `cfg.train.batch_size` and input (height, width);
+    `amp`: convs run in 16-bit (as `precision_for` does on CUDA)."""
+    with torch.device("meta"):  # shapes only
+        model = UNet(cfg.model)
+    n_params = sum(p.numel() for p in model.parameters())
+    saved = 0
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal saved
+        # Autograd keeps about one activation per layer; convs run in half precision under AMP.
+        half = amp and isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))
+        saved += output.numel() * (2 if half else 4)
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    model.eval()
+    model(torch.empty(1, cfg.model.in_channels, height, width, device="meta"))  # (1, C, H, W)
+    for h in handles:
+        h.remove()
+    momentum = cfg.train.optimizer in ("sgd", "rmsprop") and cfg.train.momentum > 0
+    state = OPTIMIZER_STATE[cfg.train.optimizer] if cfg.train.optimizer in ("adam", "adamw") else int(momentum)
+    return MemoryEstimate(weights=4 * n_params, gradients=4 * n_params, optimizer=4 * n_params * state,
+                          activations=saved * cfg.train.batch_size)
+
+
+def probe_training_memory(cfg: Config, height: int, width: int, device: torch.device) -> int:
+    """Peak bytes of one real training step on a CUDA device (raises torch.OutOfMemoryError)."""
+    if device.type != "cuda":
+        raise ValueError(f"probing memory needs a CUDA device, got {device}")
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    prec = precision_for(cfg.train, device)
+    try:
+        model = build_unet(cfg.model).to(device, memory_format=prec.memory_format).train()
+        opt = build_optimizer(model.parameters(), cfg.train)
+        scaler = torch.amp.GradScaler(device.type, enabled=prec.use_scaler)
+        b = cfg.train.batch_size
+        x = torch.randn(b, cfg.model.in_channels, height, width, device=device)  # (B, C, H, W)
+        y = torch.randint(0, cfg.model.num_classes, (b, height, width), device=device)  # (B, H, W)
+        train_step(model, x.contiguous(memory_format=prec.memory_format), y, opt, scaler, prec)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    finally:
+        model = opt = x = y = None  # drop the references before freeing
+        release_device_memory(device)
+
+
+def memory_limit(device: torch.device, limit_gb: float | None = None) -> int | None:
+    """Bytes a trial may use: the given cap, else on CUDA the free memory plus this process's cache."""
+    if limit_gb is not None:
+        if limit_gb <= 0:
+            raise ValueError(f"memory limit {limit_gb} GB: expected a positive number")
+        return int(limit_gb * GiB)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return None
+
+
+def release_device_memory(device: torch.device) -> int | None:
+    """Collect garbage and empty the CUDA cache; returns `memory_allocated` afterwards (None off CUDA)."""
+    gc.collect()
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    return torch.cuda.memory_allocated(device)
