@@ -123,6 +123,8 @@ class Objective:
                                                {**ctx.run_tags, "trial_number": trial.number, "trial_state": "RUNNING"},
                                                parent_id=ctx.parent_run_id)
                 trial.set_user_attr("mlflow_run_id", run_id)
+                if "worker" in ctx.run_tags:
+                    trial.set_user_attr("worker", int(ctx.run_tags["worker"]))
                 return run_id
             except TrackingUnavailable as err:
                 ctx.tracking_error = str(err)

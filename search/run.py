@@ -169,6 +169,7 @@ def prepare(args: argparse.Namespace) -> tuple[optuna.Study, TrialContext]:
     tags = {"sampler": sdef.sampler["name"], "pruner": sdef.pruner["name"], "storage": args.storage,
             "study_name": sdef.name, "dataset_hash": fingerprint["content_hash"], "git_commit": git_commit() or "unknown"}
     if worker:
+        tags["worker"] = str(args.worker_index)
         experiment_id, parent = tracker.experiment_id(sdef.name), study.user_attrs[PARENT_RUN_ATTR]
     else:
         experiment_id, parent = start_parent_run(tracker, study, sdef, fingerprint, tags)
