@@ -71,10 +71,10 @@ def check_shared_storage(url: str, workers: int) -> None:
 
 def ensure_tracking_schema(tracking_uri: str) -> None:
     """Touch the MLflow store once so its tables exist before trials (and workers) start."""
-    from mlflow.tracking import MlflowClient
+    from search.tracking import Tracker
 
     ensure_sqlite_parent(tracking_uri)
-    MlflowClient(tracking_uri).search_experiments(max_results=1)
+    Tracker(tracking_uri).ping()
 
 
 def check_identity(study: optuna.Study, sdef: StudyDef) -> None:

@@ -112,6 +112,11 @@ class Tracker:
         self.open_runs: set[str] = set()
 
     @_unavailable_as_error
+    def ping(self) -> None:
+        """One cheap call: creates a SQLite store's schema, proves a server answers."""
+        self.client.search_experiments(max_results=1)
+
+    @_unavailable_as_error
     def experiment_id(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
