@@ -43,11 +43,14 @@ def lock_path_for(storage_url: str, study_name: str) -> Path:
 
 
 class TrialQuota:
-    def __init__(self, study: optuna.Study, target: int, lock_path: Path, poll_s: float = 1.0) -> None:
+    def __init__(self, study: optuna.Study, target: int, lock_path: Path, poll_s: float = 1.0,
+                 wait_for_running: bool = True) -> None:
         self.study = study
         self.target = target
         self.lock_path = lock_path
         self.poll_s = poll_s
+        # Without a heartbeat a dead worker's RUNNING trial never ends: waiting for it would hang.
+        self.wait_for_running = wait_for_running
         self._fd: int | None = None
 
     def claim(self) -> bool:
@@ -59,7 +62,7 @@ class TrialQuota:
             if counted_trials(trials) < self.target or any(t.state == TrialState.WAITING for t in trials):
                 return True
             self.release()
-            if not any(t.state == TrialState.RUNNING for t in trials):
+            if not self.wait_for_running or not any(t.state == TrialState.RUNNING for t in trials):
                 return False
             time.sleep(self.poll_s)  # another worker's trial is still running (or about to go stale)
 

@@ -153,6 +153,8 @@ def prepare(args: argparse.Namespace) -> tuple[optuna.Study, TrialContext]:
     """
     sdef = apply_overrides(load_study(args.study), args)
     worker = args.worker_index is not None
+    if not worker:
+        check_shared_storage(args.storage, args.workers)
     if sdef.data_required and not (args.data or sdef.data.get("root")):
         raise ValueError(f"study {sdef.path} trains on a folder dataset: pass --data /path/to/dataset "
                          "(ROOT/train/images, ROOT/train/labels, ROOT/val/images, ROOT/val/labels)")
@@ -162,7 +164,6 @@ def prepare(args: argparse.Namespace) -> tuple[optuna.Study, TrialContext]:
     data = resolve_dataset(data_cfg)  # validated and decoded once, before any trial
     fingerprint = dataset_fingerprint(data)
     if not worker:
-        check_shared_storage(args.storage, args.workers)
         ensure_tracking_schema(args.tracking_uri)
     study = open_study(sdef, args)
     tracker = Tracker(args.tracking_uri)
@@ -209,7 +210,7 @@ def optimize(study: optuna.Study, ctx: TrialContext, args: argparse.Namespace, t
     """Trials until the study holds `target` counted trials (shared with the other workers)."""
     if args.trials == 0:
         return  # set-up only: schemas, study and parent run exist now
-    quota = TrialQuota(study, target, lock_path_for(args.storage, study.study_name))
+    quota = TrialQuota(study, target, lock_path_for(args.storage, study.study_name), wait_for_running=args.heartbeat > 0)
     ctx.on_trial_start = quota.release
     try:
         if quota.claim():

@@ -8,6 +8,7 @@ and the states agree.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from tests.faultkit import (assert_consistent, cli_env, mlflow_server, postgres_available, postgres_server,
                             start_run, study_toml)
 
-pytestmark = pytest.mark.slow
+
 
 WORKERS = 3
 TRIALS = 9
@@ -26,6 +27,7 @@ def _sampled(study) -> list[tuple]:
     return [tuple(sorted(t.params.items())) for t in study.trials]
 
 
+@pytest.mark.slow
 def test_three_workers_share_a_journal_study(tmp_path: Path) -> None:
     (tmp_path / "w.toml").write_text(study_toml("workers", epochs=3, pruner="sha", sampler="tpe",
                                                 extra="min_resource = 1\nreduction_factor = 3"))
@@ -44,6 +46,7 @@ def test_three_workers_share_a_journal_study(tmp_path: Path) -> None:
     print(f"\n[figure] journal stress: {WORKERS} workers x {TRIALS} trials of 3 epochs in {elapsed:.1f}s")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not postgres_available(), reason="PostgreSQL (Debian's postgresql package) is not installed")
 def test_three_machines_share_a_postgres_study_and_tracking_server(tmp_path: Path) -> None:
     (tmp_path / "pg.toml").write_text(study_toml("pg", epochs=2, pruner="median", sampler="tpe",
@@ -63,3 +66,50 @@ def test_three_machines_share_a_postgres_study_and_tracking_server(tmp_path: Pat
         assert len(study.trials) == TRIALS
         assert len(set(_sampled(study))) == TRIALS
     print(f"\n[figure] PostgreSQL stress: {WORKERS} processes x {TRIALS} trials of 2 epochs in {elapsed:.1f}s")
+
+
+# --------------------------------------------------------------------------- the pieces, without processes
+
+
+def test_workers_get_gpus_round_robin_and_cpu_shares() -> None:
+    from search.workers import worker_env
+
+    gpus = ["0", "1"]
+    assert [worker_env(i, 3, gpus)["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["0", "1", "0"]
+    env = worker_env(0, 2, [])
+    assert env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES"), "CPU workers: left alone"
+    assert int(env["OMP_NUM_THREADS"]) >= 1
+
+
+def test_worker_seeds_differ_and_worker_zero_keeps_the_run_seed() -> None:
+    from search.workers import derive_seed
+
+    seeds = [derive_seed(7, i) for i in range(8)]
+    assert seeds[0] == 7 and len(set(seeds)) == 8
+
+
+def test_worker_argv_replaces_the_run_level_flags() -> None:
+    from search.workers import worker_argv
+
+    argv = worker_argv(["--workers", "3", "--trials=9", "--study", "s.toml", "--total-trials", "5"], 2, 12)
+    assert argv[1:3] == ["-m", "search.run"]
+    assert argv[3:] == ["--study", "s.toml", "--worker-index", "2", "--target-total", "12"]
+
+
+def test_several_workers_on_sqlite_are_refused_with_the_fix(tmp_path: Path, monkeypatch, capsys) -> None:
+    import signal
+
+    from search.run import main as run_main
+
+    monkeypatch.setenv("SEG_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "s.toml").write_text(study_toml("s"))
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        rc = run_main(["--study", str(tmp_path / "s.toml"), "--workers", "2", "--device", "cpu",
+                       "--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    assert rc == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "--workers 2" in err and "journal" in err and "postgresql://" in err
+    assert not (tmp_path / "optuna.db").exists(), "refused before anything was created"
