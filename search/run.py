@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     console = Console()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: a trial's expected failure (oom, nan, timeout...) is shown once by the display, not as a traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
