@@ -122,6 +122,8 @@ def open_study(sdef: StudyDef, args: argparse.Namespace) -> optuna.Study:
                                 sampler=build_sampler(sdef.sampler, seed),
                                 pruner=build_pruner(sdef.pruner, sdef.max_epochs), load_if_exists=True)
     check_identity(study, sdef)
+    if args.worker_index is None and study.metric_names != [sdef.metric]:
+        study.set_metric_names([sdef.metric])  # optuna-dashboard then labels its axes "val_miou"
     if args.worker_index is None and sdef.baseline and not args.no_baseline and not study.trials:
         study.enqueue_trial(sdef.baseline, user_attrs={"baseline": True})
     return study
