@@ -94,10 +94,9 @@ def print_summary(console: Console, study: optuna.Study, storage: str, tracking_
     else:
         console.print("no trial completed yet")
     # soft_wrap: commands must stay on one line so they can be copied.
-    console.print("\nopen the MLflow UI:")
-    console.print(f"  mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000", soft_wrap=True)
-    console.print("watch pruning in optuna-dashboard:")
-    console.print(f"  optuna-dashboard {storage} --host 127.0.0.1 --port 8080", soft_wrap=True)
+    console.print("\nlook at the results (the MLflow UI and optuna-dashboard; Ctrl-C stops both):")
+    console.print(f"  python -m search.ui --study {study.study_name} --storage {storage} --tracking-uri {tracking_uri}",
+                  soft_wrap=True)
     if complete:
         console.print("predict with the best trial:")
         console.print(f"  python -m search.predict --study {study_file} --study-name {study.study_name} "

@@ -2,10 +2,12 @@
 
     python -m search.predict --study default photos/ extra.jpg --out predictions/
     python -m search.predict --study default --trial 12 photos/ --out predictions/
+    python -m search.predict --model models:/default@champion photos/ --out predictions/
 
 The trial's `mlflow_run_id` user attr leads to its MLflow run; the checkpoint artifact is
 downloaded, checked against the trial's config, and label PNGs and overlays are written at each
-input's own size.
+input's own size. With `--model`, any MLflow model URI of a logged UNet (`models:/NAME@champion`,
+`models:/NAME/3`, `runs:/RUN/model`) is downloaded and its checkpoint used the same way.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import mlflow
 import optuna
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from seg.checkpoint import Checkpoint, CheckpointError, load_checkpoint
@@ -26,6 +30,7 @@ from search.storage import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, open_storage
 from search.study_def import load_study
 
 CHECKPOINT_ARTIFACT = "checkpoint/best.pt"
+PYFUNC_FLAVOR = "python_function"
 
 
 class ArtifactError(RuntimeError):
@@ -68,11 +73,50 @@ def fetch_checkpoint(trial: optuna.trial.FrozenTrial, tracking_uri: str, dst: Pa
     return ckpt
 
 
+def resolve_model_uri(model_uri: str, tracking_uri: str) -> tuple[str, str]:
+    """(where the model's files are, a description): a registry URI is resolved through the registry
+    in the tracking store, explicitly, so no global MLflow URI is read or changed."""
+    if not model_uri.startswith("models:/"):
+        return model_uri, f"model {model_uri}"
+    ref = model_uri[len("models:/"):].strip("/")
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    if "@" in ref:
+        name, alias = ref.rsplit("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    elif "/" in ref:
+        name, number = ref.rsplit("/", 1)
+        version = client.get_model_version(name, number)
+    else:
+        raise ArtifactError(f"{model_uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    trial = version.tags.get("trial_number")
+    return version.source, f"model {model_uri} (version {version.version}" + (f", trial {trial})" if trial else ")")
+
+
+def fetch_model_checkpoint(model_uri: str, tracking_uri: str, dst: Path) -> tuple[Checkpoint, str]:
+    """Download an MLflow model of a UNet (e.g. `models:/NAME@champion`) and load its checkpoint."""
+    try:
+        source, description = resolve_model_uri(model_uri, tracking_uri)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
+                                                         tracking_uri=tracking_uri))
+        flavor = Model.load(str(local)).flavors.get(PYFUNC_FLAVOR, {})
+    except (MlflowException, OSError) as err:
+        raise ArtifactError(f"could not fetch the model {model_uri} from {tracking_uri}: {err}") from err
+    relative = flavor.get("artifacts", {}).get("checkpoint", {}).get("path")
+    if not relative:
+        raise ArtifactError(f"the model {model_uri} has no 'checkpoint' artifact in its {PYFUNC_FLAVOR} flavour: "
+                            "not a UNet logged by search.run")
+    try:
+        return load_checkpoint(local / relative), description
+    except CheckpointError as err:
+        raise ArtifactError(f"model {model_uri}: {err}") from err
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m search.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--study", default="default", help="study file or name in studies/ (gives the study name)")
+    p.add_argument("--model", help="an MLflow model URI, e.g. models:/NAME@champion (instead of --study/--trial)")
+    p.add_argument("--study", help="study file or name in studies/ (gives the study name; default: default)")
     p.add_argument("--study-name", help="study name in the storage (default: the study file's name)")
     p.add_argument("--trial", type=int, help="trial number (default: the best trial)")
     p.add_argument("--storage", default=DEFAULT_STORAGE)
@@ -82,20 +126,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def checkpoint_from_study(args: argparse.Namespace, dst: Path) -> tuple[Checkpoint, str]:
+    """The chosen (or best) trial's checkpoint, and a description of where it came from."""
+    name = args.study_name or load_study(args.study or "default").name
+    study = optuna.load_study(study_name=name, storage=open_storage(args.storage))
+    trial = select_trial(study, args.trial)
+    return fetch_checkpoint(trial, args.tracking_uri, dst), f"trial {trial.number} (val mIoU {trial.value:.4f})"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.model and (args.study or args.study_name or args.trial is not None):
+        print("error: --model names the model itself; drop --study/--study-name/--trial "
+              f"(got --model {args.model})", file=sys.stderr)
+        return 2
     try:
-        name = args.study_name or load_study(args.study).name
-        study = optuna.load_study(study_name=name, storage=open_storage(args.storage))
-        trial = select_trial(study, args.trial)
         files = iter_inputs(args.inputs)
         with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
-            ckpt = fetch_checkpoint(trial, args.tracking_uri, Path(tmp))
+            if args.model:
+                ckpt, source = fetch_model_checkpoint(args.model, args.tracking_uri, Path(tmp))
+            else:
+                ckpt, source = checkpoint_from_study(args, Path(tmp))
         written = predict_files(Predictor(ckpt, device=args.device, tta=args.tta), files, args.out)
     except (ArtifactError, FileNotFoundError, KeyError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"trial {trial.number} (val mIoU {trial.value:.4f}): wrote {len(written)} label maps and overlays to {args.out}")
+    print(f"{source}: wrote {len(written)} label maps and overlays to {args.out}")
     return 0
 
 

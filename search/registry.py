@@ -1,11 +1,119 @@
 """MLflow Model Registry: the study's best trial is registered under the study's name, alias `champion`.
 
-(Stub; issue 6 fills it in.)
+`search.run` adds `ChampionCallback` to the study, so this happens on its own: when a finished trial
+is the study's best, its run's `model/` becomes a new version of the registered model named after
+the study, and the alias `champion` moves to it. Load it with
+
+    mlflow.pyfunc.load_model("models:/NAME@champion")
+    python -m search.predict --model models:/NAME@champion photos/ --out predictions/
+
+For a study that ran before the registry was wired in (or to repair the alias by hand):
+
+    python -m search.registry --study NAME [--storage URL] [--tracking-uri URI]
+
+Several workers may finish trials at the same time. Each registers only its own trial (so a run is
+never registered twice by two workers), and after moving the alias each re-reads the study's best
+and moves the alias again if the best changed meanwhile: the last write is always the current best.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+import warnings
+
 import optuna
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.tracking import MlflowClient
+
+from search.pyfunc import MODEL_ARTIFACT
+from search.report_parts.studies import StudyNotFoundError, load_named_study
+from search.storage import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+
+CHAMPION = "champion"
+RUN_ID_ATTR = "mlflow_run_id"
+# Re-reading the best after moving the alias converges in one extra pass unless trials keep
+# finishing; the bound only guards against a storage that keeps changing under us.
+MAX_PASSES = 5
+EXISTS_CODES = {ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS)}
+
+
+class RegistryError(RuntimeError):
+    """The best trial cannot be registered (no run id, no model artifact); the message says why."""
+
+
+def registry_client(tracking_uri: str) -> MlflowClient:
+    """The registry lives in the tracking store (explicit, so no global MLflow state is involved)."""
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def champion_uri(model_name: str) -> str:
+    return f"models:/{model_name}@{CHAMPION}"
+
+
+def best_complete_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The study's best trial, or None while no trial is COMPLETE."""
+    try:
+        return study.best_trial
+    except ValueError:  # Optuna's way of saying "no complete trial yet"
+        return None
+
+
+def ensure_registered_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.create_registered_model(name, description=f"Best trials of the Optuna study {name!r}")
+    except MlflowException as err:
+        if err.error_code not in EXISTS_CODES:  # another worker created it first: fine
+            raise
+
+
+def version_for_run(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
+    """The (oldest) version of `name` registered from `run_id`, if any."""
+    versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return min(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def register_trial(client: MlflowClient, name: str, trial: optuna.trial.FrozenTrial) -> ModelVersion:
+    """A version of `name` for the trial's `model/`; reuses the existing one for the same run."""
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if not run_id:
+        raise RegistryError(f"trial {trial.number} has no {RUN_ID_ATTR} user attr; nothing to register")
+    existing = version_for_run(client, name, run_id)
+    if existing is not None:
+        return existing
+    run = client.get_run(run_id)
+    if not any(f.path == f"{MODEL_ARTIFACT}/MLmodel" for f in client.list_artifacts(run_id, MODEL_ARTIFACT)):
+        raise RegistryError(f"trial {trial.number}: MLflow run {run_id} has no {MODEL_ARTIFACT}/MLmodel artifact")
+    ensure_registered_model(client, name)
+    tags = {"study_name": name, "trial_number": str(trial.number), "val_miou": f"{trial.value:.6f}"}
+    return client.create_model_version(name, f"{run.info.artifact_uri}/{MODEL_ARTIFACT}", run_id=run_id, tags=tags,
+                                       description=f"trial {trial.number}, val mIoU {trial.value:.4f}")
+
+
+def move_champion(client: MlflowClient, name: str, study: optuna.Study, own_trial: int | None) -> ModelVersion | None:
+    """Point `champion` at the study's current best; register only `own_trial` (None: any trial).
+
+    Returns the version the alias ends on, or None when the best is another worker's trial that is
+    not registered yet (that worker's callback will register it and move the alias).
+    """
+    version = None
+    for _ in range(MAX_PASSES):
+        best = best_complete_trial(study)
+        if best is None:
+            return None
+        if own_trial is None or best.number == own_trial:
+            version = register_trial(client, name, best)
+        else:
+            version = version_for_run(client, name, best.user_attrs.get(RUN_ID_ATTR, ""))
+            if version is None:
+                return None
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+        after = best_complete_trial(study)
+        if after is not None and after.number == best.number:
+            return version
+    return version
 
 
 class ChampionCallback:
@@ -16,4 +124,45 @@ class ChampionCallback:
         self.model_name = model_name
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        return None
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            return
+        best = best_complete_trial(study)
+        if best is None or best.number != trial.number:
+            return
+        try:
+            move_champion(registry_client(self.tracking_uri), self.model_name, study, own_trial=trial.number)
+        except (MlflowException, RegistryError, OSError) as err:
+            # The trial and its run are already stored; a registry hiccup must not stop the study.
+            # `python -m search.registry --study NAME` repairs the alias afterwards.
+            warnings.warn(f"could not register trial {trial.number} of {study.study_name!r} as "
+                          f"{champion_uri(self.model_name)}: {err}", RuntimeWarning, stacklevel=2)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m search.registry",
+                                description="Register a study's best trial and move the `champion` alias to it.")
+    p.add_argument("--study", required=True, help="study name in the Optuna storage")
+    p.add_argument("--model-name", help="registered model name (default: the study name)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL or journal file path")
+    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking (and registry) URI")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    name = args.model_name or args.study
+    try:
+        study = load_named_study(args.study, args.storage)
+        version = move_champion(registry_client(args.tracking_uri), name, study, own_trial=None)
+    except (StudyNotFoundError, MlflowException, RegistryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if version is None:
+        print(f"error: study {args.study!r} has no complete trial yet", file=sys.stderr)
+        return 2
+    print(f"{champion_uri(name)} -> version {version.version} (run {version.run_id})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

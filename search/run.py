@@ -8,9 +8,8 @@
                                                           # the same command on every machine of a shared study
 
 Rerunning the same command resumes the study and adds trials; a trial whose worker died is failed
-and retried once after the heartbeat's grace period. Compare runs with
-`mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db` and watch pruning with
-`optuna-dashboard sqlite:///studies/optuna.db`.
+and retried once after the heartbeat's grace period. Compare runs in the MLflow UI and watch
+pruning in optuna-dashboard, both started by `python -m search.ui --study NAME`.
 """
 
 from __future__ import annotations
