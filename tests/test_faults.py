@@ -169,11 +169,13 @@ def test_a_bug_stops_the_run_with_its_traceback_and_a_failed_run(tmp_path, monke
 @pytest.mark.parametrize(("sig", "code", "workers"), [(signal.SIGTERM, 143, 1), (signal.SIGINT, 130, 1),
                                                       (signal.SIGTERM, 143, 2)])
 def test_signal_mid_trial_fails_it_kills_its_run_and_the_study_resumes(tmp_path: Path, sig, code, workers) -> None:
-    env = Env(tmp_path, "sig", storage=str(tmp_path / "optuna.journal"), trials=2, epochs=15)
+    # Long trials (60 epochs of ~0.2 s), so the signal surely lands mid-trial.
+    env = Env(tmp_path, "sig", storage=str(tmp_path / "optuna.journal"), trials=workers, epochs=60)
     run_env, log = cli_env(tmp_path / "cache"), tmp_path / "run.log"
     proc = start_run(env.args("--workers", str(workers)), run_env, log)
     wait_for(lambda: running_trial_with_progress(env.storage, env.name) or proc.poll() is not None, 240,
              "a trial in mid-training")
+    assert proc.poll() is None, "the run ended before a trial was caught mid-training:\n" + log.read_text()[-3000:]
     proc.send_signal(sig)
     assert proc.wait(timeout=180) == code, log.read_text()[-3000:]
     trials = env.study().trials
@@ -182,9 +184,9 @@ def test_signal_mid_trial_fails_it_kills_its_run_and_the_study_resumes(tmp_path:
     assert all(t.state.is_finished() for t in trials), "nothing left RUNNING"
     assert {env.run(t).info.status for t in interrupted} == {"KILLED"}
     assert not [r for r in all_runs(env.tracking, env.name) if r.info.status == "RUNNING"]
-    if sig == signal.SIGTERM and workers == 1:  # the same command again resumes the study
+    if sig == signal.SIGTERM and workers == 1:  # the command again (shorter trials) resumes the study
         before, parent = len(trials), env.study().user_attrs["mlflow_parent_run_id"]
-        assert start_run(env.args(), run_env, log).wait(timeout=300) == 0, log.read_text()[-3000:]
+        assert start_run(env.args("--epochs", "3"), run_env, log).wait(timeout=300) == 0, log.read_text()[-3000:]
         after = env.study().trials
         assert len(after) > before and after[-1].state.is_finished()
         assert env.study().user_attrs["mlflow_parent_run_id"] == parent, "the resumed study keeps its parent run"
@@ -194,7 +196,7 @@ def test_signal_mid_trial_fails_it_kills_its_run_and_the_study_resumes(tmp_path:
 @pytest.mark.parametrize("storage_kind", ["journal", "sqlite"])
 def test_kill_9_then_restart_retries_the_stale_trial_once(tmp_path: Path, storage_kind: str) -> None:
     storage = str(tmp_path / "optuna.journal") if storage_kind == "journal" else f"sqlite:///{tmp_path}/optuna.db"
-    env = Env(tmp_path, "kill9", storage=storage, trials=3, epochs=12)
+    env = Env(tmp_path, "kill9", storage=storage, trials=3, epochs=30)
     run_env, log = cli_env(tmp_path / "cache"), tmp_path / "run.log"
     args = env.args("--heartbeat", "1", "--grace", "3")
     proc = start_run(args, run_env, log)
