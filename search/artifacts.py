@@ -28,7 +28,10 @@ def log_trial_artifacts(tracker: Tracker, run_id: str, ckpt_path: Path, data: Se
     names = predictor.ckpt.class_names
     tracker.log_artifact(run_id, ckpt_path, "checkpoint")
     tracker.log_figure(run_id, overlay_figure(predictor, data), "overlays/val_predictions.png")
-    tracker.log_figure(run_id, iou_confusion_figure(result, names), "metrics/iou_confusion.png")
+    best = result.history[result.best_epoch]
+    title = f"IoU per class (mIoU {best.val_miou:.3f}, epoch {best.epoch})"
+    tracker.log_figure(run_id, iou_confusion_figure(names, best.iou, result.best_confusion, title),
+                       "metrics/iou_confusion.png")
     tracker.log_dict(run_id, {"class_names": list(names), "confusion": [list(r) for r in result.best_confusion]},
                      "metrics/confusion.json")
     log_pyfunc_model(tracker, run_id, ckpt_path)
@@ -58,23 +61,24 @@ def _blend(rgb: np.ndarray, label: torch.Tensor, k: int) -> np.ndarray:
     return (0.5 * rgb + 0.5 * colour).astype(np.uint8)
 
 
-def iou_confusion_figure(result: FitResult, names: tuple[str, ...]) -> plt.Figure:
-    """Per-class IoU bars and the row-normalised confusion matrix of the best epoch."""
-    best = result.history[result.best_epoch]
-    ious = [v if v is not None else 0.0 for v in best.iou]
-    mat = np.asarray(result.best_confusion, dtype=np.float64)
+def iou_confusion_figure(names: list[str] | tuple[str, ...], ious: list[float | None], confusion: np.ndarray,
+                         title: str) -> plt.Figure:
+    """Per-class IoU bars (absent classes at 0) and the row-normalised (truth, prediction) confusion matrix."""
+    mat = np.asarray(confusion, dtype=np.float64)
     norm = mat / np.maximum(mat.sum(1, keepdims=True), 1)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
-    ax1.barh(range(len(ious)), ious)
+    ax1.barh(range(len(names)), [v if v is not None else 0.0 for v in ious], color="#4c72b0")
     ax1.set_yticks(range(len(names)), names)
+    ax1.invert_yaxis()
     ax1.set_xlim(0, 1)
-    ax1.set_title(f"IoU per class (mIoU {best.val_miou:.3f}, epoch {best.epoch})")
+    ax1.set_xlabel("IoU")
+    ax1.set_title(title)
     im = ax2.imshow(norm, vmin=0, vmax=1, cmap="viridis")
     ax2.set_xticks(range(len(names)), names, rotation=90)
     ax2.set_yticks(range(len(names)), names)
     ax2.set_xlabel("prediction")
     ax2.set_ylabel("truth")
-    ax2.set_title("confusion (row-normalised)")
+    ax2.set_title("confusion matrix (row-normalised)")
     fig.colorbar(im, ax=ax2)
     fig.tight_layout()
     return fig

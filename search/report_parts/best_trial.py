@@ -7,7 +7,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 from mlflow.exceptions import MlflowException
@@ -19,6 +18,7 @@ from seg.data import SegmentationData
 from seg.loaders import resolve_dataset
 from seg.predict import Predictor, label_image, overlay_image
 
+from search.artifacts import iou_confusion_figure
 from search.predict import ArtifactError, fetch_checkpoint
 from search.report_parts.html import Section, esc, image, image_grid, note, pil_image, table
 
@@ -39,27 +39,6 @@ def load_confusion(client: MlflowClient, run_id: str, tmp: Path) -> tuple[list[s
     return list(raw["class_names"]), np.asarray(raw["confusion"], dtype=np.int64)
 
 
-def iou_figure(names: list[str], ious: list[float | None], confusion: np.ndarray) -> plt.Figure:
-    """IoU bars and the row-normalised confusion matrix side by side."""
-    norm = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
-    ax1.barh(range(len(names)), [v if v is not None else 0.0 for v in ious], color="#4c72b0")
-    ax1.set_yticks(range(len(names)), names)
-    ax1.invert_yaxis()
-    ax1.set_xlim(0, 1)
-    ax1.set_xlabel("IoU")
-    ax1.set_title("IoU per class (validation, best epoch)")
-    im = ax2.imshow(norm, vmin=0, vmax=1, cmap="viridis")
-    ax2.set_xticks(range(len(names)), names, rotation=90)
-    ax2.set_yticks(range(len(names)), names)
-    ax2.set_xlabel("prediction")
-    ax2.set_ylabel("truth")
-    ax2.set_title("confusion matrix (row-normalised)")
-    fig.colorbar(im, ax=ax2)
-    fig.tight_layout()
-    return fig
-
-
 def per_class_section(client: MlflowClient, trial: optuna.trial.FrozenTrial | None, tmp: Path) -> Section:
     title = "Best trial: per-class IoU and confusion matrix"
     if trial is None:
@@ -78,7 +57,7 @@ def per_class_section(client: MlflowClient, trial: optuna.trial.FrozenTrial | No
              f"mean of these {len(present)} classes: {np.mean(present):.4f}. A dash marks a class absent from both "
              "truth and prediction (left out of mIoU).</p>")
     body = intro + table(["class", "IoU", "truth pixels"], rows, numeric={1, 2}) + image(
-        iou_figure(names, ious, confusion), "per-class IoU and confusion matrix")
+        iou_confusion_figure(names, ious, confusion, "IoU per class (validation, best epoch)"), "per-class IoU and confusion matrix")
     return Section("per-class", title, body)
 
 

@@ -55,20 +55,17 @@ def pruning_section(study: optuna.Study) -> Section:
 
 
 def importance_section(study: optuna.Study) -> Section:
-    n = complete_count(study)
-    if n < MIN_COMPLETE_FOR_IMPORTANCE:
-        return Section("importances", "Param importances",
-                       note(f"Param importances need at least {MIN_COMPLETE_FOR_IMPORTANCE} complete trials; "
-                            f"this study has {n}."))
-    return Section("importances", "Param importances", plot_or_note(ovm.plot_param_importances, study,
-                                                                    "param importances"))
+    return _needs_complete_trials(study, "importances", "Param importances", ovm.plot_param_importances)
 
 
 def parallel_section(study: optuna.Study) -> Section:
+    return _needs_complete_trials(study, "parallel", "Parallel coordinates", ovm.plot_parallel_coordinate)
+
+
+def _needs_complete_trials(study: optuna.Study, key: str, title: str, plot) -> Section:
+    """A plot that needs a few complete trials; a note saying so before then."""
     n = complete_count(study)
     if n < MIN_COMPLETE_FOR_IMPORTANCE:
-        return Section("parallel", "Parallel coordinates",
-                       note(f"Parallel coordinates need at least {MIN_COMPLETE_FOR_IMPORTANCE} complete trials; "
-                            f"this study has {n}."))
-    return Section("parallel", "Parallel coordinates", plot_or_note(ovm.plot_parallel_coordinate, study,
-                                                                    "parallel coordinates"))
+        return Section(key, title, note(f"{title} need at least {MIN_COMPLETE_FOR_IMPORTANCE} complete trials; "
+                                        f"this study has {n}."))
+    return Section(key, title, plot_or_note(plot, study, title.lower()))
