@@ -202,7 +202,7 @@ class Objective:
         except torch.OutOfMemoryError:
             oom = True  # leave the except block first: its traceback holds the probe's tensors
         if oom or peak > limit:
-            release_device_memory(self.device)
+            release_device_memory(self.device, drop_caches=True)
             raise self._fail(trial, "oom", f"a probe training step for {where} ran out of memory "
                                            "(rejected before training)")
         trial.set_user_attr("memory_probe_gib", round(peak / GiB, 3))
@@ -229,7 +229,7 @@ class Objective:
         finally:
             self.timing["fit"] = time.perf_counter() - t_fit
         if oom:
-            release_device_memory(self.device)
+            release_device_memory(self.device, drop_caches=True)
             raise self._fail(trial, "oom", f"out of memory during training (batch {cfg.train.batch_size}, "
                                            f"{'x'.join(map(str, training_input_size(cfg, ctx.data)))} on {self.device})")
         trial.set_user_attr("epochs_trained", len(result.history))

@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from seg.config import Config
+from seg.gpu_data import device_loaders
 from seg.loaders import build_loaders, resolve_dataset
 from seg.model import build_unet, count_parameters, forward_flops
 from seg.optim import build_optimizer
-from seg.runtime import precision_for, resolve_device
+from seg.runtime import Precision, precision_for, resolve_device
 from seg.train import train_step
 
 SIZES = {
@@ -33,18 +34,24 @@ SIZES = {
 def step_images_per_s(cfg: Config, steps: int) -> float:
     """Train steps on a fixed random batch: the compute side, with no loader in the way."""
     device = resolve_device(cfg.train.device)
-    prec = precision_for(cfg.train, device)
+    return timed_steps(cfg, precision_for(cfg.train, device), steps, compile_model=cfg.train.compile)
+
+
+def timed_steps(cfg: Config, prec: Precision, steps: int, *, compile_model: bool = False, warmup: int = 3) -> float:
+    """Images/s of `steps` optimisation steps after `warmup` untimed ones (compilation happens there)."""
+    device = prec.device
     model = build_unet(cfg.model).to(device, memory_format=prec.memory_format).train()
+    step_model = torch.compile(model, dynamic=False) if compile_model else model
     opt = build_optimizer(model.parameters(), cfg.train)
     scaler = torch.amp.GradScaler(device.type, enabled=prec.use_scaler)
     b, s = cfg.train.batch_size, cfg.transforms.crop_size
     x = torch.randn(b, 3, s, s, device=device).contiguous(memory_format=prec.memory_format)  # (B, 3, S, S)
     y = torch.randint(0, cfg.model.num_classes, (b, s, s), device=device)
-    for i in range(steps + 3):  # 3 warm-up steps
-        if i == 3:
+    for i in range(steps + warmup):
+        if i == warmup:
             _sync(device)
             start = time.perf_counter()
-        train_step(model, x, y, opt, scaler, prec)
+        train_step(step_model, x, y, opt, scaler, prec)
     _sync(device)
     return steps * b / (time.perf_counter() - start)
 
@@ -58,6 +65,25 @@ def loader_images_per_s(cfg: Config, batches: int) -> float:
         n += images.shape[0]
         if i + 1 >= batches:
             break
+    return n / (time.perf_counter() - start)
+
+
+def device_loader_images_per_s(cfg: Config, batches: int) -> float:
+    """Images/s of the device-resident loader (seg.gpu_data): batches gathered and augmented on the device."""
+    device = resolve_device(cfg.train.device)
+    loader, _ = device_loaders(cfg, resolve_dataset(cfg.data), device)
+    n, seen = 0, 0
+    for images, _ in loader:  # warm-up: the first batch pays one-off kernel set-up
+        break
+    _sync(device)
+    start = time.perf_counter()
+    while seen < batches:
+        for images, _ in loader:
+            n += images.shape[0]
+            seen += 1
+            if seen >= batches:
+                break
+    _sync(device)
     return n / (time.perf_counter() - start)
 
 

@@ -19,7 +19,8 @@ from torch import nn
 from seg.config import Config
 from seg.model import UNet, build_unet
 from seg.optim import build_optimizer
-from seg.runtime import precision_for
+from seg.gpu_data import clear_device_data
+from seg.runtime import MODEL_CACHE, precision_for
 from seg.train import train_step
 
 GiB = 1024 ** 3
@@ -102,8 +103,14 @@ def memory_limit(device: torch.device, limit_gb: float | None = None) -> int | N
     return None
 
 
-def release_device_memory(device: torch.device) -> int | None:
-    """Collect garbage and empty the CUDA cache; returns `memory_allocated` afterwards (None off CUDA)."""
+def release_device_memory(device: torch.device, drop_caches: bool = False) -> int | None:
+    """Collect garbage and empty the CUDA cache; returns `memory_allocated` afterwards (None off CUDA).
+
+    `drop_caches` also drops what trials share on purpose (the compiled model, the dataset stacked on
+    the device): after an out-of-memory error the next trial starts from the process's baseline."""
+    if drop_caches:
+        MODEL_CACHE.clear()
+        clear_device_data()
     gc.collect()
     if device.type != "cuda":
         return None

@@ -1,15 +1,20 @@
-"""Device choice, seeding and mixed-precision settings: the runtime side of a `TrainConfig`."""
+"""Device choice, seeding, mixed-precision settings and the compiled-model cache: the runtime side of a `TrainConfig`."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
-from seg.config import TrainConfig
+from seg.config import ModelConfig, TrainConfig
+from seg.model import build_unet
 
 
 def seed_everything(seed: int) -> None:
@@ -61,3 +66,80 @@ def precision_for(cfg: TrainConfig, device: torch.device) -> Precision:
         return Precision(device, torch.bfloat16, False, cfg.channels_last)
     return Precision(device, torch.float16, True, cfg.channels_last)
 
+
+
+# --- model and compile cache across trials ----------------------------------------------------------
+
+
+@dataclass
+class _CachedModel:
+    key: tuple
+    model: nn.Module
+    compiled: nn.Module
+    in_use: bool = False
+
+
+class CompiledModelCache:
+    """Keeps the last compiled UNet so the next trial with the same architecture skips compilation.
+
+    A trial still gets exactly the weights a fresh `build_unet` would give for its seed: they are
+    built fresh on the CPU and copied *into* the cached module's tensors (`load_state_dict` copies in
+    place), so the compiled graph's guards still hold and nothing recompiles. Only one entry is kept
+    (a different architecture replaces it), and an entry in use by one fit is never handed to another.
+    Eager models are not cached: building and moving them is cheap next to an epoch.
+    """
+
+    def __init__(self) -> None:
+        self._entry: _CachedModel | None = None
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    @contextlib.contextmanager
+    def lease(self, cfg: ModelConfig, prec: Precision, compile_model: bool) -> Iterator[tuple[nn.Module, nn.Module, bool]]:
+        """Yields (model, step_model, reused): step_model is the compiled wrapper when `compile_model`."""
+        fresh = build_unet(cfg)  # seeded init, identical whether or not the cache hits
+        if not compile_model:
+            model = fresh.to(prec.device, memory_format=prec.memory_format)
+            yield model, model, False
+            return
+        key = (cfg, str(prec.device), prec.channels_last)
+        entry, reused = self._take(key)
+        if entry is None:
+            use_persistent_compile_cache()
+            model = fresh.to(prec.device, memory_format=prec.memory_format)
+            entry = _CachedModel(key, model, torch.compile(model, dynamic=False), in_use=True)
+            with self._lock:
+                if self._entry is None or not self._entry.in_use:
+                    self._entry = entry
+        else:
+            entry.model.load_state_dict(fresh.state_dict())
+            entry.model.train()
+        try:
+            yield entry.model, entry.compiled, reused
+        finally:
+            entry.in_use = False
+
+    def _take(self, key: tuple) -> tuple[_CachedModel | None, bool]:
+        with self._lock:
+            entry = self._entry
+            if entry is not None and entry.key == key and not entry.in_use:
+                entry.in_use = True
+                self.hits += 1
+                return entry, True
+        return None, False
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entry = None
+
+
+MODEL_CACHE = CompiledModelCache()
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def use_persistent_compile_cache() -> None:
+    """Point Inductor's on-disk cache (compiled kernels, FX graphs) at the project cache unless the user set one,
+    so new worker processes and reruns reuse earlier compilations instead of /tmp's (cleaned) default."""
+    if INDUCTOR_CACHE_ENV not in os.environ:
+        base = os.environ.get("SEG_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "unet-search")
+        os.environ[INDUCTOR_CACHE_ENV] = os.path.join(base, "inductor")

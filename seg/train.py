@@ -13,23 +13,28 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from seg.checkpoint import save_checkpoint
 from seg.config import Config, load_config
 from seg.data import SegmentationData
+from seg.gpu_data import device_data_decision, device_loaders
 from seg.loaders import build_loaders, class_names, resolve_dataset
 from seg.metrics import ConfusionMatrix, SegScores
-from seg.model import build_unet
 from seg.optim import Schedule, build_optimizer
-from seg.runtime import Precision, precision_for, resolve_device, seed_everything
+from seg.runtime import (
+    MODEL_CACHE,
+    Precision,
+    precision_for,
+    resolve_device,
+    seed_everything,
+)
 from seg.transforms import Normalize
 
 IGNORE_INDEX = 255
@@ -69,34 +74,52 @@ class FitResult:
     stop_reason: str = "completed"
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    data_on_device: bool = False  # True: data stacked on the device and augmented there (seg.gpu_data)
+    data_placement: str = ""  # why the data is where it is
+    compiled_model_reused: bool = False  # True: a cached compiled model was reused (no compilation)
 
 
 EpochCallback = Callable[[EpochResult], bool | None]
+Loaders = tuple[Iterable[tuple[torch.Tensor, torch.Tensor]], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
 
-def fit(cfg: Config, data: SegmentationData | None = None, on_epoch_end: EpochCallback | None = None) -> FitResult:
-    """Train and validate once per epoch; keep the best weights by val mIoU."""
+def fit(cfg: Config, data: SegmentationData | None = None, on_epoch_end: EpochCallback | None = None, *,
+        data_on_device: bool | None = None) -> FitResult:
+    """Train and validate once per epoch; keep the best weights by val mIoU.
+
+    `data_on_device`: None = automatic (on CUDA when the decoded data fits, see `seg.gpu_data`;
+    the SEG_DEVICE_DATA environment variable can force on/off), True/False = force.
+    """
     seed_everything(cfg.train.seed)
     data = data if data is not None else resolve_dataset(cfg.data)
     device = resolve_device(cfg.train.device)
     prec = precision_for(cfg.train, device)
-    model = build_unet(cfg.model).to(device, memory_format=prec.memory_format)
+    with MODEL_CACHE.lease(cfg.model, prec, cfg.train.compile) as (model, step_model, reused):
+        on_device, placement = device_data_decision(cfg, data, device, data_on_device)
+        result = FitResult(data_on_device=on_device, data_placement=placement, compiled_model_reused=reused)
+        loaders = device_loaders(cfg, data, device) if on_device else build_loaders(cfg, data,
+                                                                                   pin_memory=device.type == "cuda")
+        return _fit_loop(cfg, data, model, step_model, prec, loaders, result, on_epoch_end)
+
+
+def _fit_loop(cfg: Config, data: SegmentationData, model: nn.Module, step_model: nn.Module, prec: Precision,
+              loaders: Loaders, result: FitResult, on_epoch_end: EpochCallback | None) -> FitResult:
     mean, std = (data.mean, data.std) if cfg.transforms.normalize else ((0.0,) * 3, (1.0,) * 3)
-    norm = Normalize(mean, std).to(device)
-    train_loader, val_loader = build_loaders(cfg, data, pin_memory=device.type == "cuda")
+    result.mean, result.std = tuple(mean), tuple(std)
+    norm = Normalize(mean, std).to(prec.device)
+    train_loader, val_loader = loaders
     optimizer = build_optimizer(model.parameters(), cfg.train)
     schedule = Schedule(optimizer, cfg.train, len(train_loader))
-    scaler = torch.amp.GradScaler(device.type, enabled=prec.use_scaler)
-    step_model = torch.compile(model) if cfg.train.compile else model
-
-    result = FitResult(mean=tuple(mean), std=tuple(std))
+    scaler = torch.amp.GradScaler(prec.device.type, enabled=prec.use_scaler)
     stale = 0
     for epoch in range(cfg.train.epochs):
         start = time.perf_counter()
         train_loss, data_s, n_images = train_one_epoch(step_model, norm, train_loader, optimizer, schedule, scaler, prec,
                                                        cfg.train.grad_clip)
         train_s = time.perf_counter() - start
-        val_loss, scores = evaluate(step_model, norm, val_loader, prec, cfg.model.num_classes)
+        # Eager model for validation: whole images of varying sizes would make a compiled model
+        # recompile per shape; it shares the compiled one's weights.
+        val_loss, scores = evaluate(model, norm, val_loader, prec, cfg.model.num_classes)
         schedule.after_epoch(scores.miou)
         record = EpochResult(epoch, train_loss, val_loss, scores.miou, scores.pixel_accuracy, scores.iou,
                              optimizer.param_groups[0]["lr"], time.perf_counter() - start, train_s, data_s,
@@ -117,7 +140,7 @@ def fit(cfg: Config, data: SegmentationData | None = None, on_epoch_end: EpochCa
     return result
 
 
-def train_one_epoch(model: nn.Module, norm: Normalize, loader: DataLoader, optimizer: torch.optim.Optimizer,
+def train_one_epoch(model: nn.Module, norm: Normalize, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer,
                     schedule: Schedule, scaler: torch.amp.GradScaler, prec: Precision,
                     grad_clip: float) -> tuple[float, float, int]:
     """One pass over the loader; returns (mean loss, seconds waiting for data, images seen)."""
@@ -176,7 +199,7 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, norm: Normalize, loader: DataLoader, prec: Precision,
+def evaluate(model: nn.Module, norm: Normalize, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], prec: Precision,
              num_classes: int) -> tuple[float, SegScores]:
     """Val loss and scores from one confusion matrix over the whole loader."""
     model.eval()

@@ -12,7 +12,8 @@ from PIL import Image
 from seg.checkpoint import load_checkpoint
 from seg.config import Config
 from seg.data import load_dataset
-from seg.train import NonFiniteLossError, fit, main as train_main, save_result
+from seg.train import NonFiniteLossError, fit, save_result
+from seg.train import main as train_main
 
 
 def _write_blobs(root, n_train=12, n_val=4, size=32, seed=0):
@@ -129,3 +130,74 @@ def test_train_cli_writes_checkpoint_and_history(blobs, tmp_path, capsys):
     assert [h["epoch"] for h in history] == [0, 1]
     assert load_checkpoint(out / "best.pt").config.train.epochs == 2
     assert "best val mIoU" in capsys.readouterr().out
+
+
+# --- the device-data path and the compiled-model cache (the CUDA defaults' logic, run on CPU) --------
+
+
+def test_fit_with_data_on_device_learns_and_records_placement(blobs):
+    cfg = _cfg(blobs, epochs=3).replace(transforms={"crop_mode": "random", "crop_size": 16, "rotation": 10.0})
+    result = fit(cfg, load_dataset(blobs, 3), data_on_device=True)
+    assert result.data_on_device and result.data_placement == "device data forced on"
+    first, last = result.history[0], result.history[-1]
+    assert last.train_loss < first.train_loss and last.val_miou > first.val_miou
+    assert all(r.images_per_s > 0 and 0 <= r.data_seconds <= r.train_seconds for r in result.history)
+
+
+def test_fit_on_cpu_keeps_the_cpu_loader_by_default(blobs):
+    result = fit(_cfg(blobs, epochs=1), load_dataset(blobs, 3))
+    assert not result.data_on_device and "CPU device" in result.data_placement
+    assert not result.compiled_model_reused
+
+
+def test_device_data_decision_rules(blobs, monkeypatch):
+    from seg.gpu_data import device_data_decision
+
+    data, cpu = load_dataset(blobs, 3), torch.device("cpu")
+    five = _cfg(blobs).replace(transforms={"crop_mode": "five", "resize": [32, 32], "crop_size": 16})
+    assert device_data_decision(five, data, cpu, True) == (False, "crop_mode='five' runs on the CPU loader")
+    assert device_data_decision(_cfg(blobs), data, cpu, False)[0] is False
+    monkeypatch.setenv("SEG_DEVICE_DATA", "on")
+    assert device_data_decision(_cfg(blobs), data, cpu)[0] is True
+    monkeypatch.setenv("SEG_DEVICE_DATA", "sometimes")
+    with pytest.raises(ValueError, match="SEG_DEVICE_DATA='sometimes'.*auto.*on.*off"):
+        device_data_decision(_cfg(blobs), data, cpu)
+
+
+def test_stacked_device_data_is_reused_across_fits(blobs):
+    from seg.gpu_data import cached_stack
+
+    data, cfg = load_dataset(blobs, 3), _cfg(blobs).transforms
+    first = cached_stack(data.train, cfg, torch.device("cpu"), 0, "train")
+    assert cached_stack(data.train, cfg, torch.device("cpu"), 0, "train") is first
+    other = load_dataset(blobs, 3, val_fraction=None)  # the process cache returns the same object ...
+    assert cached_stack(other.train, cfg, torch.device("cpu"), 0, "train") is first
+    bigger = cached_stack(data.train, cfg, torch.device("cpu"), 64, "train")  # ... a larger min side restacks
+    assert bigger is not first and bigger.images.shape[-1] >= 64
+
+
+def test_compiled_model_cache_reuses_the_module_with_fresh_seeded_weights():
+    from seg.config import ModelConfig
+    from seg.model import build_unet
+    from seg.runtime import CompiledModelCache, Precision, seed_everything
+
+    cache, cfg = CompiledModelCache(), ModelConfig(num_classes=3, depth=2, base_channels=4, max_channels=8)
+    prec = Precision(torch.device("cpu"), None, False, False)
+    seed_everything(0)
+    with cache.lease(cfg, prec, True) as (model, compiled, reused):
+        assert not reused and compiled is not model and compiled._orig_mod is model
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)  # what training does to the weights
+        with cache.lease(cfg, prec, True) as (_, other, busy_reused):  # in use: a second fit gets its own
+            assert not busy_reused and other is not compiled
+    seed_everything(1)
+    with cache.lease(cfg, prec, True) as (model2, compiled2, reused2):
+        assert reused2 and model2 is model and compiled2 is compiled
+        seed_everything(1)
+        fresh = build_unet(cfg).state_dict()
+        assert all(torch.equal(v, fresh[k]) for k, v in model2.state_dict().items())
+    with cache.lease(cfg.__class__(num_classes=3, depth=2, base_channels=4, max_channels=16), prec, True) as (m3, _, r3):
+        assert not r3 and m3 is not model  # another architecture replaces the entry
+    with cache.lease(cfg, prec, False) as (m4, c4, r4):
+        assert m4 is c4 and not r4  # eager models are never cached

@@ -18,6 +18,15 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from seg.config import TransformConfig
+from seg.gpu_data import (
+    BatchAugment,
+    DeviceLoader,
+    DeviceSplit,
+    color_jitter,
+    random_affine,
+    random_crop,
+    random_flip,
+)
 from seg.transforms import (
     IGNORE_INDEX,
     FiveCropTrain,
@@ -188,7 +197,7 @@ def test_five_crop_views(view):
 def test_five_crop_without_augmentation():
     cfg = TransformConfig(crop_mode="five", resize=(50, 60), crop_size=32, hflip=0.0)
     image, mask = make_pair()
-    out_img, out_mask = FiveCropTrain(cfg)(image, mask, 1)
+    _, out_mask = FiveCropTrain(cfg)(image, mask, 1)
     resized = TF.resize(mask, [50, 60], interpolation=v2.InterpolationMode.NEAREST)
     assert torch.equal(out_mask, resized[0:32, 28:60])
 
@@ -312,3 +321,128 @@ def test_normalize():
     torch.testing.assert_close(out.double(), ref, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(out[0, :, 0, 0].double(), -torch.tensor(mean, dtype=torch.float64) / torch.tensor(std))
     assert torch.equal(Normalize((0.0,) * 3, (1.0,) * 3)(x), x.float() / 255)
+
+
+# --- whole-batch device augmentation (seg.gpu_data), run here on CPU tensors -------------------------
+
+
+def make_batch(n: int = 4, sizes: tuple[tuple[int, int], ...] | None = None) -> DeviceSplit:
+    """n encoded pairs of different sizes, pad-stacked like `stack_split` does (images 0, masks 255)."""
+    sizes = sizes or tuple((H - 8 * (i % 2), W - 8 * (i % 3 == 2)) for i in range(n))
+    images = torch.zeros((n, 3, H, W), dtype=torch.uint8)
+    masks = torch.full((n, H, W), IGNORE_INDEX, dtype=torch.uint8)
+    for i, (h, w) in enumerate(sizes):
+        image, mask = make_pair(seed=i)
+        images[i, :, :h, :w] = image[:, :h, :w]
+        masks[i, :h, :w] = mask[:h, :w]
+    return DeviceSplit(images, masks, torch.tensor(sizes, dtype=torch.int64), sizes)
+
+
+def each_sample(images: torch.Tensor, masks: torch.Tensor):
+    for i in range(images.shape[0]):
+        yield tv_tensors.Image(images[i]), tv_tensors.Mask(masks[i])
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_batch_random_crop_is_a_window_inside_each_samples_own_size():
+    split = make_batch(6)
+    images, masks = random_crop(split.images, split.masks, split.sizes, 24, gen())
+    assert images.shape == (6, 3, 24, 24) and masks.shape == (6, 24, 24)
+    assert images.dtype == torch.uint8 and masks.dtype == torch.uint8
+    for i, (image, mask) in enumerate(each_sample(images, masks)):
+        assert_exact_encoding(image, mask)
+        h, w = split.host_sizes[i]
+        # The window lies inside the sample's own (unpadded) area: found there, same offset in the image.
+        offsets = find_window(split.masks[i, :h, :w], mask)
+        assert offsets and any(torch.equal(split.images[i, :, t:t + 24, l:l + 24], image) for t, l in offsets)
+
+
+def test_batch_random_crop_offsets_vary_and_follow_the_generator():
+    split = make_batch(8, sizes=((H, W),) * 8)
+    a = random_crop(split.images, split.masks, split.sizes, 16, gen(1))
+    b = random_crop(split.images, split.masks, split.sizes, 16, gen(1))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    starts = {tuple(find_window(split.masks[i], a[1][i])[0]) for i in range(8)}
+    assert len(starts) > 1, "every sample got the same crop offset"
+
+
+def test_batch_random_crop_larger_than_sample_pads_with_ignore():
+    split = make_batch(2, sizes=((16, 16), (16, 16)))
+    images, masks = random_crop(split.images, split.masks, split.sizes, 24, gen())
+    for image, mask in each_sample(images, masks):
+        assert_exact_encoding(image, mask)
+        assert (mask == IGNORE_INDEX).sum() >= 24 * 24 - 16 * 16
+
+
+def test_batch_random_crop_refuses_a_store_smaller_than_the_crop():
+    split = make_batch(2)
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        random_crop(split.images, split.masks, split.sizes, H + 8, gen())
+
+
+@pytest.mark.parametrize("degrees,scale", [(30.0, (1.0, 1.0)), (0.0, (0.6, 1.4)), (45.0, (0.7, 1.3))])
+def test_batch_affine_keeps_alignment_nearest_and_fills_ignore(degrees, scale):
+    split = make_batch(6, sizes=((H, W),) * 6)
+    images, masks = random_affine(split.images, split.masks, degrees, scale, gen())
+    assert images.shape == split.images.shape and masks.dtype == torch.uint8
+    for image, mask in each_sample(images, masks):
+        assert_exact_encoding(image, mask)  # nearest: exact labels, image 0 <=> mask 255
+        assert set(mask.unique().tolist()) <= set(range(1, 10)) | {IGNORE_INDEX}
+    if degrees >= 30:  # a rotated frame leaves its corners outside the source
+        assert (masks[:, 0, 0] == IGNORE_INDEX).any()
+
+
+def test_batch_affine_identity_settings_change_nothing():
+    split = make_batch(3, sizes=((H, W),) * 3)
+    images, masks = random_affine(split.images, split.masks, 0.0, (1.0, 1.0), gen())
+    assert torch.equal(images, split.images) and torch.equal(masks, split.masks)
+
+
+@pytest.mark.parametrize("horizontal", [True, False])
+def test_batch_flip_moves_image_and_mask_together(horizontal):
+    split = make_batch(4, sizes=((H, W),) * 4)
+    dim = -1 if horizontal else -2
+    images, masks = random_flip(split.images, split.masks, 1.0, horizontal, gen())
+    assert torch.equal(images, split.images.flip(dim)) and torch.equal(masks, split.masks.flip(dim))
+    images, masks = random_flip(split.images, split.masks, 0.0, horizontal, gen())
+    assert torch.equal(images, split.images) and torch.equal(masks, split.masks)
+    images, masks = random_flip(split.images, split.masks, 0.5, horizontal, gen(3))
+    flipped = [torch.equal(masks[i], split.masks[i].flip(dim)) for i in range(4)]
+    for i in range(4):
+        assert torch.equal(images[i], split.images[i].flip(dim) if flipped[i] else split.images[i])
+
+
+def test_batch_color_jitter_changes_colours_only_within_uint8():
+    split = make_batch(4, sizes=((H, W),) * 4)
+    out = color_jitter(split.images, 0.4, gen())
+    assert out.dtype == torch.uint8 and out.shape == split.images.shape and not torch.equal(out, split.images)
+    assert torch.equal(color_jitter(split.images, 0.0, gen()), split.images)  # factors all 1: identity
+
+
+def test_batch_augment_everything_together_keeps_alignment():
+    cfg = TransformConfig(crop_mode="random", crop_size=24, hflip=0.5, vflip=0.5, rotation=20.0, scale_min=0.8,
+                          scale_max=1.2)
+    split = make_batch(6)
+    images, masks = BatchAugment(cfg, gen())(split.images, split.masks, split.sizes)
+    assert images.shape == (6, 3, 24, 24)
+    for image, mask in each_sample(images, masks):
+        assert_exact_encoding(image, mask)
+
+
+def test_device_loader_train_epoch_and_eval_batches():
+    split = make_batch(7)
+    cfg = TransformConfig(crop_mode="random", crop_size=16, hflip=0.5)
+    train = DeviceLoader(split, 3, seed=0, augment=cfg, shuffle=True, drop_last=True)
+    batches = list(train)
+    assert len(train) == len(batches) == 2 and all(b[0].shape == (3, 3, 16, 16) for b in batches)
+    again = list(DeviceLoader(split, 3, seed=0, augment=cfg, shuffle=True, drop_last=True))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(batches, again)), "same seed, different batches"
+    val = list(DeviceLoader(split, 3, seed=0))
+    assert [b[1].shape[0] for b in val] == [3, 3, 1]
+    for k, (images, masks) in enumerate(val):  # in order, cut to the batch's largest image, like pad_collate
+        ref_images, ref_masks = pad_collate([(split.images[i, :, :h, :w], split.masks[i, :h, :w])
+                                             for i, (h, w) in enumerate(split.host_sizes) if i // 3 == k])
+        assert torch.equal(images, ref_images) and torch.equal(masks, ref_masks)

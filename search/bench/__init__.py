@@ -1,0 +1,1 @@
+"""`python -m search.bench`: the performance benchmark (see `search/bench/__main__.py`)."""

@@ -1,0 +1,72 @@
+"""Run real harness trials for the benchmark: temp Optuna + MLflow sqlite storages, `search.run.prepare`,
+and `study.optimize(Objective(ctx))`, exactly the path `python -m search.run` takes (no display)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from search.objective import Objective, TrialContext, TrialFailed
+from search.run import parse_args, prepare
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One finished study run: the study (still readable from its storage) and its wall time."""
+
+    study: optuna.Study
+    wall_s: float
+
+
+@contextmanager
+def temp_storages(prefix: str = "bench-") -> Iterator[Path]:
+    """A temp folder for one run's Optuna and MLflow sqlite files; removed afterwards, never the repo's."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+
+
+def harness_args(root: Path, study: str, *, pruner: str | None = None, epochs: int | None = None, seed: int = 0,
+                 device: str = "cpu", study_name: str | None = None) -> argparse.Namespace:
+    """The `search.run` arguments for a study whose storages live under `root`."""
+    argv = ["--study", study, "--storage", f"sqlite:///{root}/optuna.db",
+            "--tracking-uri", f"sqlite:///{root}/mlruns/mlflow.db", "--seed", str(seed), "--device", device]
+    if pruner:
+        argv += ["--pruner", pruner]
+    if epochs:
+        argv += ["--epochs", str(epochs)]
+    if study_name:
+        argv += ["--study-name", study_name]
+    return parse_args(argv)
+
+
+def quiet_optuna() -> None:
+    """Benchmark output is the tables; library chatter (schema creation, pyfunc hints) is noise there."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def prepare_study(args: argparse.Namespace) -> tuple[optuna.Study, TrialContext]:
+    quiet_optuna()
+    return prepare(args)
+
+
+def optimize(study: optuna.Study, ctx: TrialContext, n_trials: int) -> StudyRun:
+    """Run trials through the real Objective; every MLflow run is ended whatever happens."""
+    status, start = "FAILED", time.perf_counter()
+    try:
+        study.optimize(Objective(ctx), n_trials=n_trials, catch=(TrialFailed,), gc_after_trial=False)
+        status = "FINISHED"
+    finally:
+        ctx.tracker.close_open_runs(status)
+    return StudyRun(study, time.perf_counter() - start)
