@@ -34,9 +34,10 @@ class ConfusionMatrix:
         pred = pred.flatten().long()
         # Out-of-range predictions cannot come from argmax; dropping them avoids a host sync.
         keep = (target != self.ignore_index) & (target >= 0) & (target < n) & (pred >= 0) & (pred < n)
-        # One bincount over the flattened (truth, prediction) pair index.
-        idx = n * target[keep] + pred[keep]
-        self.mat += torch.bincount(idx, minlength=n * n).reshape(n, n)
+        # One bincount over the flattened (truth, prediction) pair index; dropped pixels go to an extra
+        # bin n*n (a where instead of boolean indexing, whose data-dependent size syncs with the host).
+        idx = torch.where(keep, n * target + pred, n * n)
+        self.mat += torch.bincount(idx, minlength=n * n + 1)[: n * n].reshape(n, n)
 
     def reset(self) -> None:
         self.mat.zero_()
