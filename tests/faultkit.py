@@ -82,8 +82,11 @@ def cli_env(cache: Path, **extra: str) -> dict[str, str]:
 def start_run(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """`python -m search.run ARGS` in the background, output to `log`."""
     out = log.open("ab")
+    # A shell's background job (`cmd &`, nohup) starts with SIGINT ignored, and Python then keeps it
+    # ignored: reset it so Ctrl-C tests behave the same wherever the suite runs.
     return subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=REPO, env=env, stdout=out,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, poll: float = 0.2) -> object:
