@@ -198,11 +198,10 @@ class AfterTrial:
         self.champion = ChampionCallback(tracking_uri, ctx.sdef.name)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if self.ctx.tracking_error is None:
-            self.champion(study, trial)
         if self.ctx.tracking_error is not None:
             study.stop()
             return
+        self.champion(study, trial)
         self.quota.after_trial(study, trial)
 
 
