@@ -214,7 +214,7 @@ class Objective:
 
         def on_epoch_end(record: EpochResult) -> bool:
             with self.limit.unguarded():  # never cut an Optuna or MLflow write in half
-                return self._epoch_end(trial, record)
+                return self._epoch_end(trial, record, last=record.epoch + 1 >= cfg.train.epochs)
 
         t_fit, oom = time.perf_counter(), False
         try:
@@ -241,14 +241,16 @@ class Objective:
         self.timing["artifacts"] = time.perf_counter() - t_art
         return result.best_miou
 
-    def _epoch_end(self, trial: optuna.Trial, record: EpochResult) -> bool:
+    def _epoch_end(self, trial: optuna.Trial, record: EpochResult, last: bool = False) -> bool:
         t0, progress = time.perf_counter(), self.ctx.progress
         self._track(self.ctx.tracker.log_metrics, self.run_id, epoch_metrics(record, self.ctx.class_names),
                     step=record.epoch)
         # Optuna's step is the resource spent, epochs completed, so pruner rungs count epochs
         # (min_resource=1 can prune after the first epoch); MLflow's step is the 0-based epoch.
         trial.report(record.val_miou, record.epoch + 1)
-        prune = trial.should_prune()
+        # Pruning after the last epoch saves nothing and would throw a finished result away (SHA's
+        # rung at max_epochs=9 with factor 3 would otherwise drop fully trained trials).
+        prune = not last and trial.should_prune()
         progress.epoch, progress.current_miou = record.epoch + 1, record.val_miou
         progress.on_change()
         self.timing["epoch_hooks"] += time.perf_counter() - t0

@@ -7,19 +7,23 @@ maps (N, H, W) uint8. Loading it never needs MLflow's unsafe pickle deserialisat
 
 from __future__ import annotations
 
+from typing import Any
+
 import mlflow
 import numpy as np
 import torch
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
 
 class UNetSegmenter(PythonModel):
-    def load_context(self, context) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         from seg.predict import Predictor
 
         self.predictor = Predictor.from_path(context.artifacts["checkpoint"], device="auto")
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
+    # np.ndarray is a hint MLflow accepts without inferring a schema: the logged signature stays in charge.
+    def predict(self, context: PythonModelContext, model_input: np.ndarray,
+                params: dict[str, Any] | None = None) -> np.ndarray:
         images = np.asarray(model_input)
         if images.ndim == 3:
             images = images[None]

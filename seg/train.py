@@ -87,7 +87,7 @@ def fit(cfg: Config, data: SegmentationData | None = None, on_epoch_end: EpochCa
         data_on_device: bool | None = None) -> FitResult:
     """Train and validate once per epoch; keep the best weights by val mIoU.
 
-    `data_on_device`: None = automatic (on CUDA when the decoded data fits, see `seg.gpu_data`;
+    `data_on_device`: None = automatic (on CUDA and CPU when the stacked data fits, see `seg.gpu_data`;
     the SEG_DEVICE_DATA environment variable can force on/off), True/False = force.
     """
     seed_everything(cfg.train.seed)

@@ -125,8 +125,12 @@ def test_pruning_counts_agree_with_the_study(bench):
         assert r["trials"] == TRIALS and r["complete"] + r["pruned"] + r["failed"] == TRIALS
         assert TRIALS <= r["epochs_trained"] <= TRIALS * EPOCHS
         assert r["best_val_miou"] is not None and r["best_seen_val_miou"] >= r["best_val_miou"]
+        # The curves are the epochs: one value per epoch trained, one curve per trial.
+        assert [c["number"] for c in r["curves"]] == list(range(TRIALS))
+        assert sum(len(c["values"]) for c in r["curves"]) == r["epochs_trained"]
     none = next(r for r in data["runs"] if r["pruner"] == "none")
     assert none["epochs_trained"] == TRIALS * EPOCHS and none["pruned"] == 0  # no pruner trains every epoch
+    assert max(max(c["values"]) for c in none["curves"]) == none["best_val_miou"]
     assert data["summary"]["none"]["mean_epochs_ratio_vs_none"] == 1.0
     assert data["summary"]["none"]["mean_miou_gap_vs_none"] == 0.0
     for pruner in PRUNERS[1:]:

@@ -335,6 +335,17 @@ def test_pruned_trials_are_killed_runs(e2e: E2E) -> None:
         assert "checkpoint" not in _artifacts(client, run.info.run_id)  # only complete trials log artifacts
 
 
+def test_the_last_epoch_is_never_pruned(e2e: E2E) -> None:
+    # The same always-pruning threshold, but one epoch per trial: pruning after the last epoch would
+    # save nothing and throw the finished result away, so the trial completes.
+    name = "e2e-last-epoch"
+    args = e2e.run_args(e2e.pruned_file, "--study-name", name, "--epochs", "1", "--trials", "1", "--no-baseline")
+    assert run_main(args) == 0
+    (trial,) = e2e.study(name).trials
+    assert trial.state == COMPLETE and list(trial.intermediate_values) == [1] and trial.value < 0.99
+    assert e2e.client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "FINISHED"
+
+
 def test_no_run_is_left_running(e2e: E2E) -> None:
     for name in (STUDY, PRUNED_STUDY):
         statuses = {r.info.run_id: r.info.status for r in e2e.runs(name)}

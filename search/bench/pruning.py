@@ -51,6 +51,10 @@ def summarize_trials(trials: Sequence[optuna.trial.FrozenTrial], wall_s: float) 
         "best_val_miou": round(max(complete), 4) if complete else None,
         # Also the best mIoU measured at any epoch of any trial, pruned ones included.
         "best_seen_val_miou": round(max(seen), 4) if seen else None,
+        # Per trial: its state and val mIoU per epoch, so pruner settings can be replayed offline.
+        "curves": [{"number": t.number, "state": t.state.name,
+                    "values": [round(t.intermediate_values[s], 4) for s in sorted(t.intermediate_values)]}
+                   for t in trials],
     }
 
 

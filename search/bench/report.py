@@ -46,7 +46,7 @@ TITLES = {"overhead": "Harness overhead", "pipeline": "Data pipeline", "speed": 
           "fixed_cost": "Per-trial fixed cost", "concurrency": "Concurrency", "pruning": "Pruning efficiency"}
 
 
-def _md_table(rows: list[dict[str, Any]]) -> list[str]:
+def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(row.get(c)).replace("|", "/") for c in columns) + " |" for row in rows]
@@ -68,7 +68,7 @@ def markdown_summary(results: dict[str, Any]) -> str:
             continue
         for title, rows in section.get("tables", {}).items():
             if rows:
-                lines += [f"**{title}**", ""] + _md_table(rows) + [""]
+                lines += [f"**{title}**", ""] + markdown_table(rows) + [""]
         if "goal" in section and "meets_goal" in section:
             lines += [f"Goal < {section['goal']}: {'met' if section['meets_goal'] else 'not met'}.", ""]
     return "\n".join(lines) + "\n"

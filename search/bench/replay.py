@@ -1,0 +1,124 @@
+"""Replay pruner settings on learning curves recorded without pruning: epochs saved and mIoU lost, in seconds.
+
+    python -m search.bench.replay benchmarks/cpu-pruning-2026-11-24.json
+    python -m search.bench.replay RESULTS.json --pruner sha:reduction_factor=4 --pruner median:n_startup_trials=3
+
+Each "none" run of a pruning benchmark JSON keeps every trial's val mIoU per epoch. Replaying
+feeds those curves, in trial order, through the real Optuna pruner (report + should_prune per
+epoch) and counts the epochs it lets through and the best value it keeps (a trial's value is its
+best epoch, as in the Objective). What a replay cannot show: with a real pruner, TPE also learns
+from pruned trials, so the later trials' parameters differ. It is for choosing settings; the
+benchmark's real runs are the measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from search.bench.report import markdown_table
+from search.samplers import build_pruner
+
+DEFAULT_SETTINGS = ("sha", "sha:reduction_factor=4", "sha:min_resource=2", "sha:min_early_stopping_rate=1",
+                    "hyperband", "median", "median:n_startup_trials=3")
+
+
+def parse_setting(text: str) -> dict[str, Any]:
+    """'sha:reduction_factor=4,min_resource=2' -> {'name': 'sha', 'reduction_factor': 4, 'min_resource': 2}."""
+    name, _, rest = text.partition(":")
+    settings: dict[str, Any] = {"name": name}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"pruner setting {item!r} in {text!r}: expected key=value")
+        settings[key] = float(value) if "." in value else int(value)
+    return settings
+
+
+def replay(curves: Sequence[Sequence[float]], settings: dict[str, Any], max_epochs: int) -> dict[str, Any]:
+    """Run the curves through the pruner `settings` builds; epochs let through and the best trial value kept."""
+    study = optuna.create_study(direction="maximize", pruner=build_pruner(settings, max_epochs))
+    epochs, best = 0, None
+    for values in curves:
+        trial = study.ask()
+        for step, value in enumerate(values, start=1):
+            epochs += 1
+            trial.report(value, step)
+            if step < len(values) and trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            value = max(values)
+            study.tell(trial, value)
+            best = value if best is None else max(best, value)
+    return {"epochs_trained": epochs, "best_val_miou": best}
+
+
+def no_pruning_curves(result: dict[str, Any]) -> dict[int, list[list[float]]]:
+    """Per seed, the curves of the benchmark's 'none' runs (every trial trained to the end)."""
+    section = result.get("sections", {}).get("pruning", result)
+    curves = {r["seed"]: [c["values"] for c in r["curves"]] for r in section.get("runs", [])
+              if r["pruner"] == "none" and "curves" in r}
+    return curves
+
+
+def compare(curves_by_seed: dict[int, list[list[float]]], settings: Sequence[str], max_epochs: int) -> list[dict[str, Any]]:
+    """One row per setting: per-seed and mean epochs ratio and mIoU gap against no pruning."""
+    rows = []
+    for text in settings:
+        ratios, gaps = [], []
+        for curves in curves_by_seed.values():
+            full = sum(len(v) for v in curves)
+            best = max(max(v) for v in curves)
+            got = replay(curves, parse_setting(text), max_epochs)
+            ratios.append(full / got["epochs_trained"])
+            gaps.append(best - got["best_val_miou"])
+        rows.append({"pruner": text, "epochs ratio per seed": " ".join(f"{r:.2f}" for r in ratios),
+                     "mean ratio": f"{statistics.fmean(ratios):.2f}",
+                     "gap per seed": " ".join(f"{g:.4f}" for g in gaps),
+                     "mean gap": f"{statistics.fmean(gaps):.4f}", "max gap": f"{max(gaps):.4f}"})
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m search.bench.replay", description=__doc__.split("\n\n")[0])
+    p.add_argument("results", nargs="+", type=Path, help="pruning benchmark JSON files with 'none' runs")
+    p.add_argument("--pruner", action="append", metavar="NAME[:KEY=VALUE,...]",
+                   help=f"pruner settings to replay (default: {' '.join(DEFAULT_SETTINGS)})")
+    args = p.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    curves: dict[int, list[list[float]]] = {}
+    max_epochs = 0
+    for path in args.results:
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 2
+        found = no_pruning_curves(result)
+        if not found:
+            print(f"error: {path}: no 'none' run with recorded curves (benchmarks from before curves were kept)",
+                  file=sys.stderr)
+            return 2
+        curves |= found
+        max_epochs = max(max_epochs, *(len(v) for c in found.values() for v in c))
+    try:
+        rows = compare(dict(sorted(curves.items())), args.pruner or DEFAULT_SETTINGS, max_epochs)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    trials = len(next(iter(curves.values())))
+    print(f"replayed on seeds {sorted(curves)}: {trials} trials of at most {max_epochs} epochs")
+    print("\n".join(markdown_table(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""`python -m search.bench.replay`: recorded no-pruning curves through the real Optuna pruners."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from search.bench.replay import main, parse_setting, replay
+
+# Three trials of 3 epochs: the first sets the bar, the second is clearly worse from epoch 1,
+# the third starts slowly and ends best (the crossing curve that aggressive pruning loses).
+CURVES = [[0.30, 0.40, 0.45], [0.10, 0.12, 0.13], [0.05, 0.42, 0.60]]
+
+
+def test_no_pruner_keeps_every_epoch_and_the_best():
+    assert replay(CURVES, {"name": "none"}, 3) == {"epochs_trained": 9, "best_val_miou": 0.60}
+
+
+def test_successive_halving_prunes_curves_below_the_best_so_far_at_the_first_rung():
+    got = replay(CURVES, {"name": "sha", "min_resource": 1, "reduction_factor": 3}, 3)
+    # The first trial is promoted at every rung; trials 2 and 3 are worse at epoch 1 and stop there.
+    assert got == {"epochs_trained": 5, "best_val_miou": 0.45}
+
+
+def test_a_later_first_rung_keeps_the_crossing_curve():
+    got = replay(CURVES, {"name": "sha", "min_resource": 2, "reduction_factor": 3}, 3)
+    assert got["best_val_miou"] == 0.60 and got["epochs_trained"] < 9
+
+
+def test_parse_setting_reads_numbers_and_names_the_bad_item():
+    assert parse_setting("sha:reduction_factor=4,min_resource=2") == {"name": "sha", "reduction_factor": 4,
+                                                                       "min_resource": 2}
+    assert parse_setting("median") == {"name": "median"}
+    with pytest.raises(ValueError, match="'min_resource' in 'sha:min_resource': expected key=value"):
+        parse_setting("sha:min_resource")
+
+
+def _results(tmp_path: Path, with_curves: bool) -> Path:
+    runs = [{"seed": seed, "pruner": "none", "epochs_trained": 9} | (
+        {"curves": [{"number": i, "state": "COMPLETE", "values": v} for i, v in enumerate(CURVES)]} if with_curves else {})
+        for seed in (0, 1)]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"sections": {"pruning": {"runs": runs}}}))
+    return path
+
+
+def test_cli_prints_one_row_per_setting(tmp_path, capsys):
+    assert main([str(_results(tmp_path, True)), "--pruner", "none", "--pruner", "sha:min_resource=2"]) == 0
+    out = capsys.readouterr().out
+    assert "replayed on seeds [0, 1]: 3 trials of at most 3 epochs" in out
+    assert "sha:min_resource=2" in out and "| none | 1.00 1.00 | 1.00 | 0.0000 0.0000 | 0.0000 | 0.0000 |" in out  # none: ratio 1 on both seeds
+
+
+def test_cli_refuses_results_without_curves_naming_the_file(tmp_path, capsys):
+    path = _results(tmp_path, False)
+    assert main([str(path)]) == 2
+    assert f"{path}: no 'none' run with recorded curves" in capsys.readouterr().err
+
+
+def test_cli_names_a_bad_setting(tmp_path, capsys):
+    assert main([str(_results(tmp_path, True)), "--pruner", "sha:oops"]) == 2
+    assert "'oops' in 'sha:oops': expected key=value" in capsys.readouterr().err
