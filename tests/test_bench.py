@@ -61,7 +61,7 @@ def test_runs_every_section_and_records_the_machine_and_command(bench):
     assert res["command"] == f"python -m search.bench --tiny --device cpu --json {res['command'].split()[-1]}"
     assert set(res["sections"]) == set(SECTIONS)
     assert not any(s.get("skipped") for s in res["sections"].values())
-    for key in ("cpu", "cpu_cores", "torch_threads", "gpu", "torch", "optuna", "mlflow"):
+    for key in ("cpu", "cpu_cores", "torch_threads", "gpu", "torch", "optuna", "mlflow", "env"):
         assert key in res["machine"]
     assert res["machine"]["gpu"] is None and res["machine"]["cuda_available"] is False
 

@@ -27,4 +27,9 @@ def machine_info(device: str) -> dict[str, Any]:
     return {"cpu": cpu_name(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if cuda else None, "cuda_available": cuda,
             "device_requested": device, "python": platform.python_version(), "torch": torch.__version__,
-            "optuna": optuna.__version__, "mlflow": mlflow.__version__, "platform": platform.platform()}
+            "optuna": optuna.__version__, "mlflow": mlflow.__version__, "platform": platform.platform(),
+            # Settings that change what is measured: the data path and the thread pools.
+            "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ}}
+
+
+ENV_KEYS = ("SEG_DEVICE_DATA", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")

@@ -128,8 +128,13 @@ def tables(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
               "mean wall s": r["mean_wall_s"], "mean best mIoU": r["mean_best_val_miou"],
               "mIoU gap vs none": r["mean_miou_gap_vs_none"], "goal met": r["meets_goal"]}
              for p, r in result["summary"].items()]
-    runs = [{k: r[k] for k in ("seed", "pruner", "epochs_trained", "wall_s", "best_val_miou", "best_seen_val_miou",
-                               "complete", "pruned", "failed")} for r in result["runs"]]
+    base = {r["seed"]: r for r in result["runs"] if r["pruner"] == "none"}
+    runs = [{k: r[k] for k in ("seed", "pruner", "epochs_trained")}
+            | {"x fewer than none": round(base[r["seed"]]["epochs_trained"] / r["epochs_trained"], 2)
+               if r["seed"] in base and r["epochs_trained"] else None,
+               "best_val_miou": r["best_val_miou"], "gap to none": _gap(base.get(r["seed"]), r)}
+            | {k: r[k] for k in ("wall_s", "best_seen_val_miou", "complete", "pruned", "failed")}
+            for r in result["runs"]]
     return {"per pruner (mean over seeds)": means, "per run": runs}
 
 
