@@ -62,3 +62,12 @@ def test_cli_refuses_results_without_curves_naming_the_file(tmp_path, capsys):
 def test_cli_names_a_bad_setting(tmp_path, capsys):
     assert main([str(_results(tmp_path, True)), "--pruner", "sha:oops"]) == 2
     assert "'oops' in 'sha:oops': expected key=value" in capsys.readouterr().err
+
+
+def test_hyperband_replays_the_same_brackets_for_the_same_benchmark_name():
+    # Hyperband's bracket comes from a hash of study name and trial number: the replay uses the
+    # benchmark's own study name, so a replay is repeatable and matches the measured run.
+    curves = CURVES * 4  # 12 trials, so several brackets are in use
+    settings = {"name": "hyperband", "min_resource": 1, "reduction_factor": 3}
+    first = replay(curves, settings, 3, "default-hyperband-s0")
+    assert all(replay(curves, settings, 3, "default-hyperband-s0") == first for _ in range(3))

@@ -27,7 +27,8 @@ from search.bench.report import markdown_table
 from search.samplers import build_pruner
 
 DEFAULT_SETTINGS = ("sha", "sha:reduction_factor=4", "sha:min_resource=2", "sha:min_early_stopping_rate=1",
-                    "hyperband", "median", "median:n_startup_trials=3")
+                    "hyperband", "median", "median:n_startup_trials=3",
+                    "median:n_startup_trials=1,n_warmup_steps=0")
 
 
 def parse_setting(text: str) -> dict[str, Any]:
@@ -42,9 +43,15 @@ def parse_setting(text: str) -> dict[str, Any]:
     return settings
 
 
-def replay(curves: Sequence[Sequence[float]], settings: dict[str, Any], max_epochs: int) -> dict[str, Any]:
-    """Run the curves through the pruner `settings` builds; epochs let through and the best trial value kept."""
-    study = optuna.create_study(direction="maximize", pruner=build_pruner(settings, max_epochs))
+def replay(curves: Sequence[Sequence[float]], settings: dict[str, Any], max_epochs: int,
+           study_name: str = "replay") -> dict[str, Any]:
+    """Run the curves through the pruner `settings` builds; epochs let through and the best trial value kept.
+
+    Hyperband puts a trial in a bracket by a hash of the study name and trial number, so the name
+    is the benchmark's own (`<study>-<pruner>-s<seed>`) to replay the same brackets.
+    """
+    study = optuna.create_study(study_name=study_name, direction="maximize",
+                                pruner=build_pruner(settings, max_epochs))
     epochs, best = 0, None
     for values in curves:
         trial = study.ask()
@@ -61,23 +68,25 @@ def replay(curves: Sequence[Sequence[float]], settings: dict[str, Any], max_epoc
     return {"epochs_trained": epochs, "best_val_miou": best}
 
 
-def no_pruning_curves(result: dict[str, Any]) -> dict[int, list[list[float]]]:
-    """Per seed, the curves of the benchmark's 'none' runs (every trial trained to the end)."""
+def no_pruning_curves(result: dict[str, Any]) -> tuple[str, dict[int, list[list[float]]]]:
+    """The study's name and, per seed, the curves of the benchmark's 'none' runs (every trial trained to the end)."""
     section = result.get("sections", {}).get("pruning", result)
     curves = {r["seed"]: [c["values"] for c in r["curves"]] for r in section.get("runs", [])
               if r["pruner"] == "none" and "curves" in r}
-    return curves
+    return Path(str(section.get("study", "replay"))).stem, curves
 
 
-def compare(curves_by_seed: dict[int, list[list[float]]], settings: Sequence[str], max_epochs: int) -> list[dict[str, Any]]:
+def compare(curves_by_seed: dict[int, list[list[float]]], settings: Sequence[str], max_epochs: int,
+            study: str = "replay") -> list[dict[str, Any]]:
     """One row per setting: per-seed and mean epochs ratio and mIoU gap against no pruning."""
     rows = []
     for text in settings:
         ratios, gaps = [], []
-        for curves in curves_by_seed.values():
+        setting = parse_setting(text)
+        for seed, curves in curves_by_seed.items():
             full = sum(len(v) for v in curves)
             best = max(max(v) for v in curves)
-            got = replay(curves, parse_setting(text), max_epochs)
+            got = replay(curves, setting, max_epochs, f"{study}-{setting['name']}-s{seed}")
             ratios.append(full / got["epochs_trained"])
             gaps.append(best - got["best_val_miou"])
         rows.append({"pruner": text, "epochs ratio per seed": " ".join(f"{r:.2f}" for r in ratios),
@@ -95,14 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     curves: dict[int, list[list[float]]] = {}
-    max_epochs = 0
+    max_epochs, study = 0, "replay"
     for path in args.results:
         try:
             result = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             print(f"error: {path}: {exc}", file=sys.stderr)
             return 2
-        found = no_pruning_curves(result)
+        study, found = no_pruning_curves(result)
         if not found:
             print(f"error: {path}: no 'none' run with recorded curves (benchmarks from before curves were kept)",
                   file=sys.stderr)
@@ -110,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         curves |= found
         max_epochs = max(max_epochs, *(len(v) for c in found.values() for v in c))
     try:
-        rows = compare(dict(sorted(curves.items())), args.pruner or DEFAULT_SETTINGS, max_epochs)
+        rows = compare(dict(sorted(curves.items())), args.pruner or DEFAULT_SETTINGS, max_epochs, study)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
