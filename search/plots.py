@@ -34,7 +34,17 @@ def study_figures(study: optuna.Study) -> dict[str, plt.Figure]:
             warnings.simplefilter("ignore")  # optuna marks the matplotlib backend experimental
             ax = plot(study)
         figures[name] = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        if name == "intermediate_values":
+            _drop_long_legend(ax)
     return figures
+
+
+def _drop_long_legend(ax: plt.Axes, most: int = 12) -> None:
+    """Optuna lists every trial in the legend; past a dozen it only overflows the figure (matplotlib
+    then warns that tight layout cannot be applied) and names nothing readable."""
+    legend = ax.get_legend()
+    if legend is not None and len(legend.get_texts()) > most:
+        legend.remove()
 
 
 def log_study_plots(tracker: Tracker, run_id: str, study: optuna.Study) -> list[str]:
