@@ -13,7 +13,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-import seg.loaders
+import seg.gpu_data
 import seg.train
 import search.objective
 from search.run import main as run_main
@@ -135,7 +135,8 @@ def test_non_finite_loss_fails_at_once_and_is_never_best(tmp_path, monkeypatch, 
 
 def test_hung_trial_is_failed_by_its_wall_clock_limit(tmp_path, monkeypatch, in_process) -> None:
     env = Env(tmp_path, "hang", trials=2)
-    _fail_once(monkeypatch, seg.loaders.SegDataset, "__getitem__", lambda *a: time.sleep(3600))  # a stuck loader
+    # A stuck loader: on CPU `fit` batches the data in host memory by default (seg.gpu_data).
+    _fail_once(monkeypatch, seg.gpu_data.DeviceLoader, "_batch", lambda *a: time.sleep(3600))
     start = time.monotonic()
     assert run_main(env.args("--trial-timeout", "4")) == 0
     assert time.monotonic() - start < 600
