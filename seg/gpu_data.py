@@ -146,7 +146,7 @@ def host_available_bytes() -> int | None:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024  # the file counts kB
-    except OSError:
+    except OSError:  # no /proc (not Linux): ask sysconf below
         pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -1,6 +1,7 @@
 """Replay pruner settings on learning curves recorded without pruning: epochs saved and mIoU lost, in seconds.
 
-    python -m search.bench.replay benchmarks/cpu-pruning-2026-11-24.json
+    python -m search.bench.replay benchmarks/cpu-pruning-t1-none-s01-2026-11-24.json \
+        benchmarks/cpu-pruning-t1-none-s2-2026-11-24.json
     python -m search.bench.replay RESULTS.json --pruner sha:reduction_factor=4 --pruner median:n_startup_trials=3
 
 Each "none" run of a pruning benchmark JSON keeps every trial's val mIoU per epoch. Replaying
