@@ -15,7 +15,6 @@ benchmark's real runs are the measurement.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Any
 
 import optuna
 
+from search.bench.merge import pruning_section
 from search.bench.report import markdown_table
 from search.samplers import build_pruner
 
@@ -69,9 +69,8 @@ def replay(curves: Sequence[Sequence[float]], settings: dict[str, Any], max_epoc
     return {"epochs_trained": epochs, "best_val_miou": best}
 
 
-def no_pruning_curves(result: dict[str, Any]) -> tuple[str, dict[int, list[list[float]]]]:
-    """The study's name and, per seed, the curves of the benchmark's 'none' runs (every trial trained to the end)."""
-    section = result.get("sections", {}).get("pruning", result)
+def no_pruning_curves(section: dict[str, Any]) -> tuple[str, dict[int, list[list[float]]]]:
+    """The study's name and, per seed, the curves of a pruning section's 'none' runs (every trial trained to the end)."""
     curves = {r["seed"]: [c["values"] for c in r["curves"]] for r in section.get("runs", [])
               if r["pruner"] == "none" and "curves" in r}
     return Path(str(section.get("study", "replay"))).stem, curves
@@ -108,11 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     max_epochs, study = 0, "replay"
     for path in args.results:
         try:
-            result = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            print(f"error: {path}: {exc}", file=sys.stderr)
+            study, found = no_pruning_curves(pruning_section(path))
+        except ValueError as exc:  # MergeError: unreadable, or no pruning runs; names the file
+            print(f"error: {exc}", file=sys.stderr)
             return 2
-        study, found = no_pruning_curves(result)
         if not found:
             print(f"error: {path}: no 'none' run with recorded curves (benchmarks from before curves were kept)",
                   file=sys.stderr)
