@@ -37,12 +37,13 @@ def test_parse_setting_reads_numbers_and_names_the_bad_item():
         parse_setting("sha:min_resource")
 
 
-def _results(tmp_path: Path, with_curves: bool) -> Path:
+def _results(tmp_path: Path, with_curves: bool, seeds: tuple[int, ...] = (0, 1), study: str = "default",
+             name: str = "bench.json") -> Path:
     runs = [{"seed": seed, "pruner": "none", "epochs_trained": 9} | (
         {"curves": [{"number": i, "state": "COMPLETE", "values": v} for i, v in enumerate(CURVES)]} if with_curves else {})
-        for seed in (0, 1)]
-    path = tmp_path / "bench.json"
-    path.write_text(json.dumps({"sections": {"pruning": {"runs": runs}}}))
+        for seed in seeds]
+    path = tmp_path / name
+    path.write_text(json.dumps({"sections": {"pruning": {"study": study, "runs": runs}}}))
     return path
 
 
@@ -71,3 +72,18 @@ def test_hyperband_replays_the_same_brackets_for_the_same_benchmark_name():
     settings = {"name": "hyperband", "min_resource": 1, "reduction_factor": 3}
     first = replay(curves, settings, 3, "default-hyperband-s0")
     assert all(replay(curves, settings, 3, "default-hyperband-s0") == first for _ in range(3))
+
+
+def test_cli_refuses_a_seed_given_twice_naming_both_files(tmp_path, capsys):
+    first = _results(tmp_path, True, seeds=(0, 1), name="a.json")
+    second = _results(tmp_path, True, seeds=(1,), name="b.json")
+    assert main([str(first), str(second), "--pruner", "none"]) == 2
+    assert f"{second}: seed 1 is also in {first}" in capsys.readouterr().err
+
+
+def test_cli_refuses_curves_of_another_study(tmp_path, capsys):
+    first = _results(tmp_path, True, seeds=(0,), name="a.json")
+    other = _results(tmp_path, True, seeds=(1,), study="studies/other.toml", name="b.json")
+    assert main([str(first), str(other), "--pruner", "none"]) == 2
+    assert f"{other}: study 'other', but earlier files are 'default'" in capsys.readouterr().err
+    assert main([str(first), str(_results(tmp_path, True, seeds=(1,), name="c.json")), "--pruner", "none"]) == 0

@@ -104,10 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     curves: dict[int, list[list[float]]] = {}
-    max_epochs, study = 0, "replay"
+    source: dict[int, Path] = {}  # seed -> the file its curves came from
+    max_epochs, study = 0, None
     for path in args.results:
         try:
-            study, found = no_pruning_curves(pruning_section(path))
+            file_study, found = no_pruning_curves(pruning_section(path))
         except ValueError as exc:  # MergeError: unreadable, or no pruning runs; names the file
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -115,10 +116,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {path}: no 'none' run with recorded curves (benchmarks from before curves were kept)",
                   file=sys.stderr)
             return 2
+        # Curves of one study only, each seed once: a mix would replay one study's brackets on another's curves.
+        if study is not None and file_study != study:
+            print(f"error: {path}: study {file_study!r}, but earlier files are {study!r}", file=sys.stderr)
+            return 2
+        if twice := sorted(set(found) & set(curves)):
+            print(f"error: {path}: seed {twice[0]} is also in {source[twice[0]]}", file=sys.stderr)
+            return 2
+        study = file_study
+        source |= dict.fromkeys(found, path)
         curves |= found
         max_epochs = max(max_epochs, *(len(v) for c in found.values() for v in c))
     try:
-        rows = compare(dict(sorted(curves.items())), args.pruner or DEFAULT_SETTINGS, max_epochs, study)
+        rows = compare(dict(sorted(curves.items())), args.pruner or DEFAULT_SETTINGS, max_epochs, study or "replay")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
