@@ -38,12 +38,12 @@ def test_parse_setting_reads_numbers_and_names_the_bad_item():
 
 
 def _results(tmp_path: Path, with_curves: bool, seeds: tuple[int, ...] = (0, 1), study: str = "default",
-             name: str = "bench.json") -> Path:
+             name: str = "bench.json", max_epochs: int = 3) -> Path:
     runs = [{"seed": seed, "pruner": "none", "epochs_trained": 9} | (
         {"curves": [{"number": i, "state": "COMPLETE", "values": v} for i, v in enumerate(CURVES)]} if with_curves else {})
         for seed in seeds]
     path = tmp_path / name
-    path.write_text(json.dumps({"sections": {"pruning": {"study": study, "runs": runs}}}))
+    path.write_text(json.dumps({"sections": {"pruning": {"study": study, "max_epochs": max_epochs, "runs": runs}}}))
     return path
 
 
@@ -87,3 +87,10 @@ def test_cli_refuses_curves_of_another_study(tmp_path, capsys):
     assert main([str(first), str(other), "--pruner", "none"]) == 2
     assert f"{other}: study 'other', but earlier files are 'default'" in capsys.readouterr().err
     assert main([str(first), str(_results(tmp_path, True, seeds=(1,), name="c.json")), "--pruner", "none"]) == 0
+
+
+def test_cli_refuses_curves_of_another_length_naming_both_files(tmp_path, capsys):
+    short = _results(tmp_path, True, seeds=(0,), name="a.json")
+    longer = _results(tmp_path, True, seeds=(1,), name="b.json", max_epochs=16)
+    assert main([str(short), str(longer), "--pruner", "none"]) == 2
+    assert f"{longer}: max_epochs=16, but {short} has 3" in capsys.readouterr().err

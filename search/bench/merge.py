@@ -40,6 +40,11 @@ def pruning_section(path: Path) -> dict[str, Any]:
     return section | {"_command": result.get("command"), "_machine": result.get("machine", {})}
 
 
+def differing_key(section: dict[str, Any], first: dict[str, Any], keys: Sequence[str] = SHARED) -> str | None:
+    """The first of `keys` on which two pruning sections differ (their runs do not compare), or None."""
+    return next((key for key in keys if section.get(key) != first.get(key)), None)
+
+
 def merge(paths: Sequence[Path]) -> dict[str, Any]:
     """One pruning section from several files, with the per-pruner summary recomputed over all runs."""
     sections = [(p, pruning_section(p)) for p in paths]
@@ -47,9 +52,8 @@ def merge(paths: Sequence[Path]) -> dict[str, Any]:
     seen: dict[tuple[int, str], Path] = {}
     runs: list[dict[str, Any]] = []
     for path, sec in sections:
-        for key in SHARED:
-            if sec.get(key) != first.get(key):
-                raise MergeError(f"{path}: {key}={sec.get(key)!r}, but {first_path} has {first.get(key)!r}")
+        if key := differing_key(sec, first):
+            raise MergeError(f"{path}: {key}={sec.get(key)!r}, but {first_path} has {first.get(key)!r}")
         for run in sec["runs"]:
             pair = (run["seed"], run["pruner"])
             if pair in seen:

@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from search.bench.merge import pruning_section
+from search.bench.merge import differing_key, pruning_section
 from search.bench.report import markdown_table
 from search.samplers import build_pruner
 
@@ -105,10 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     curves: dict[int, list[list[float]]] = {}
     source: dict[int, Path] = {}  # seed -> the file its curves came from
-    max_epochs, study = 0, None
+    max_epochs, study, first = 0, None, None  # first: (path, pruning section) of the first file
     for path in args.results:
         try:
-            file_study, found = no_pruning_curves(pruning_section(path))
+            section = pruning_section(path)
+            file_study, found = no_pruning_curves(section)
         except ValueError as exc:  # MergeError: unreadable, or no pruning runs; names the file
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -120,10 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if study is not None and file_study != study:
             print(f"error: {path}: study {file_study!r}, but earlier files are {study!r}", file=sys.stderr)
             return 2
+        # Trial count, epochs and device as merge checks them: max_epochs sets SHA's and Hyperband's rungs.
+        if first is not None and (key := differing_key(section, first[1], ("trials", "max_epochs", "device"))):
+            print(f"error: {path}: {key}={section.get(key)!r}, but {first[0]} has {first[1].get(key)!r}",
+                  file=sys.stderr)
+            return 2
         if twice := sorted(set(found) & set(curves)):
             print(f"error: {path}: seed {twice[0]} is also in {source[twice[0]]}", file=sys.stderr)
             return 2
-        study = file_study
+        study, first = file_study, first or (path, section)
         source |= dict.fromkeys(found, path)
         curves |= found
         max_epochs = max(max_epochs, *(len(v) for c in found.values() for v in c))
