@@ -32,7 +32,7 @@ from search.objective import Objective, TrialContext, TrialFailed
 from search.plots import log_study_plots
 from search.quota import TrialQuota, counted_trials, lock_path_for
 from search.registry import ChampionCallback
-from search.samplers import build_pruner, build_sampler
+from search.samplers import build_pruner, build_sampler, format_pruner, pruner_arg
 from search.space import RunOptions
 from search.stale import StaleTrialHandler, reconcile_orphaned_runs
 from search.storage import (
@@ -44,7 +44,7 @@ from search.storage import (
     ensure_tracking_schema,
     open_storage,
 )
-from search.study_def import PRUNERS, SAMPLERS, StudyDef, load_study
+from search.study_def import SAMPLERS, StudyDef, load_study
 from search.tracking import Tracker, TrackingUnavailable, git_commit
 from search.workers import WorkerPool, derive_seed, describe_exit
 from seg.config import DataConfig
@@ -83,7 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="MLflow tracking URI; a sqlite URI keeps artifacts in an 'artifacts' folder beside the DB")
     p.add_argument("--data", help="dataset folder (ROOT/train|val/images|labels); default: the study's dataset")
     p.add_argument("--sampler", choices=SAMPLERS, help="override the study's sampler")
-    p.add_argument("--pruner", choices=PRUNERS, help="override the study's pruner")
+    p.add_argument("--pruner", type=pruner_arg, metavar="NAME[:KEY=VALUE,...]",
+                   help="override the study's pruner: hyperband, sha, median, percentile or none, with settings "
+                        "as in [pruner], e.g. percentile:percentile=40.0,n_startup_trials=3")
     p.add_argument("--epochs", type=int, help="max epochs per trial (default: the study's budget.max_epochs)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (worker i derives its own); trial n trains with seed+n")
@@ -106,7 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def apply_overrides(sdef: StudyDef, args: argparse.Namespace) -> StudyDef:
     sampler = {**sdef.sampler, "name": args.sampler} if args.sampler else sdef.sampler
-    pruner = {**sdef.pruner, "name": args.pruner} if args.pruner else sdef.pruner
+    # The study's other [pruner] keys stay (a changed name ignores the ones it does not take).
+    pruner = {**sdef.pruner, **args.pruner} if args.pruner else sdef.pruner
     return replace(sdef, name=args.study_name or sdef.name, sampler=sampler, pruner=pruner,
                    max_epochs=args.epochs or sdef.max_epochs)
 
@@ -138,7 +141,7 @@ def start_parent_run(tracker: Tracker, study: optuna.Study, sdef: StudyDef, fing
     run_id = tracker.start_run(experiment_id, f"study-{sdef.name}", tags)
     study.set_user_attr(PARENT_RUN_ATTR, run_id)
     tracker.log_params(run_id, {"study_name": sdef.name, "study_file": str(sdef.path), "direction": sdef.direction,
-                                "metric": sdef.metric, "max_epochs": sdef.max_epochs,
+                                "metric": sdef.metric, "max_epochs": sdef.max_epochs, "pruner": format_pruner(sdef.pruner),
                                 "dataset_train": fingerprint["counts"]["train"], "dataset_val": fingerprint["counts"]["val"]})
     tracker.log_dict(run_id, fingerprint, "dataset_fingerprint.json")
     tracker.log_dict(run_id, sdef.identity(), "study_definition.json")

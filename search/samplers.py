@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import optuna
+
+PRUNERS = ("hyperband", "sha", "median", "percentile", "none")
+# Also allowed in a study file and a setting: "threshold" (prune below `lower`), handy to force pruning in tests.
+ALL_PRUNERS = PRUNERS + ("threshold",)
+PRUNER_KEYS = {"name", "min_resource", "reduction_factor", "min_early_stopping_rate", "n_startup_trials",
+               "n_warmup_steps", "percentile", "lower"}
 
 
 def build_sampler(settings: dict[str, Any], seed: int | None) -> optuna.samplers.BaseSampler:
@@ -35,8 +42,53 @@ def build_pruner(settings: dict[str, Any], max_epochs: int) -> optuna.pruners.Ba
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=int(settings.get("n_startup_trials", 5)),
                                            n_warmup_steps=int(settings.get("n_warmup_steps", 1)))
+    if name == "percentile":
+        # Median generalised: keep a trial while its best value is in the top `percentile` % of the
+        # completed trials' values at the same epoch (median = 50).
+        return optuna.pruners.PercentilePruner(percentile=float(settings.get("percentile", 25.0)),
+                                               n_startup_trials=int(settings.get("n_startup_trials", 5)),
+                                               n_warmup_steps=int(settings.get("n_warmup_steps", 1)))
     if name == "threshold":
         return optuna.pruners.ThresholdPruner(lower=float(settings.get("lower", 0.0)))
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"pruner {name!r}; expected hyperband, sha, median or none")
+    raise ValueError(f"pruner {name!r}; expected hyperband, sha, median, percentile, threshold or none")
+
+
+def parse_pruner(text: str) -> dict[str, Any]:
+    """'sha:reduction_factor=4,min_resource=2' -> {'name': 'sha', 'reduction_factor': 4, 'min_resource': 2}.
+
+    The `--pruner` form of a study file's [pruner] table; numbers with a '.' are floats.
+    """
+    name, _, rest = text.partition(":")
+    if name not in ALL_PRUNERS:
+        raise ValueError(f"pruner {name!r} in {text!r}; expected one of {list(ALL_PRUNERS)}")
+    settings: dict[str, Any] = {"name": name}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"pruner setting {item!r} in {text!r}: expected key=value")
+        if key not in PRUNER_KEYS - {"name"}:
+            raise ValueError(f"pruner setting {key!r} in {text!r}; expected one of {sorted(PRUNER_KEYS - {'name'})}")
+        try:
+            settings[key] = float(value) if "." in value or "e" in value.lower() else int(value)
+        except ValueError:
+            raise ValueError(f"pruner setting {item!r} in {text!r}: expected a number") from None
+    return settings
+
+
+def format_pruner(settings: dict[str, Any]) -> str:
+    """The inverse of `parse_pruner`: {'name': 'sha', 'min_resource': 1} -> 'sha:min_resource=1'."""
+    rest = ",".join(f"{k}={v}" for k, v in sorted(settings.items()) if k != "name")
+    return f"{settings['name']}:{rest}" if rest else str(settings["name"])
+
+
+def pruner_arg(text: str) -> dict[str, Any]:
+    """argparse type of --pruner NAME[:KEY=VALUE,...]: parsed, and built once so Optuna's own range checks
+    (reduction_factor >= 2, 0 <= percentile <= 100, ...) fail before any trial runs."""
+    try:
+        settings = parse_pruner(text)
+        build_pruner(settings, int(settings.get("min_resource", 1)) * 27)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return settings

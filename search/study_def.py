@@ -16,17 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search.samplers import ALL_PRUNERS, PRUNER_KEYS, build_pruner
 from seg.config import DataConfig, ModelConfig, TrainConfig, TransformConfig
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
-PRUNERS = ("hyperband", "sha", "median", "none")
-# Also allowed in a study file: "threshold" (prune below `lower`), handy to force pruning in tests.
-FILE_PRUNERS = PRUNERS + ("threshold",)
 METRICS = ("val_miou",)
 SAMPLER_KEYS = {"name", "n_startup_trials"}
-PRUNER_KEYS = {"name", "min_resource", "reduction_factor", "min_early_stopping_rate", "n_startup_trials",
-               "n_warmup_steps", "lower"}
 SECTIONS = {"model": ModelConfig, "train": TrainConfig, "transforms": TransformConfig}
 # Keys the space understands beyond the config fields: scale_jitter s gives scale (1-s, 1+s).
 DERIVED_KEYS = {"transforms": {"scale_jitter"}}
@@ -185,8 +181,12 @@ def _check(sdef: StudyDef) -> None:
         raise ValueError(f"{p}: [study] direction={sdef.direction!r}; expected 'maximize' or 'minimize'")
     if sdef.sampler["name"] not in SAMPLERS:
         raise ValueError(f"{p}: [sampler] name={sdef.sampler['name']!r}; expected one of {list(SAMPLERS)}")
-    if sdef.pruner["name"] not in FILE_PRUNERS:
-        raise ValueError(f"{p}: [pruner] name={sdef.pruner['name']!r}; expected one of {list(FILE_PRUNERS)}")
+    if sdef.pruner["name"] not in ALL_PRUNERS:
+        raise ValueError(f"{p}: [pruner] name={sdef.pruner['name']!r}; expected one of {list(ALL_PRUNERS)}")
+    try:  # Optuna's own checks (reduction_factor >= 2, 0 <= percentile <= 100, ...), named by the file
+        build_pruner(sdef.pruner, max(sdef.max_epochs, 1))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{p}: [pruner] {sdef.pruner}: {exc}") from exc
     if sdef.trials < 1 or sdef.max_epochs < 1:
         raise ValueError(f"{p}: [budget] trials and max_epochs must be >= 1")
     if sdef.trial_timeout_s is not None and not sdef.trial_timeout_s > 0:

@@ -143,3 +143,29 @@ def test_bad_sizes_are_refused_with_the_flag_named(capsys):
     assert main(["--tiny", "--pruning-trials", "0", "--json", "unused.json"]) == 2
     assert "--pruning-trials=0; expected an integer >= 1" in capsys.readouterr().err
     assert not Path("unused.json").exists()
+
+
+def test_a_pruner_setting_reaches_the_study_and_labels_its_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # threshold:lower=0.99 prunes every trial after its first epoch; the bare name (lower=0.0) never would.
+    label = "threshold:lower=0.99"
+    out = tmp_path / "pruning.json"
+    monkeypatch.setenv("SEG_CACHE_DIR", str(tmp_path / "cache"))
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(["--tiny", "--device", "cpu", "--only", "pruning", "--pruners", "none", label,
+                     "--json", str(out)]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    data = json.loads(out.read_text())["sections"]["pruning"]
+    assert data["pruners"] == ["none", label]
+    run = next(r for r in data["runs"] if r["pruner"] == label)
+    assert run["pruned"] == TRIALS and run["epochs_trained"] == TRIALS
+    assert data["summary"][label]["mean_epochs_ratio_vs_none"] == EPOCHS
+
+
+def test_a_bad_pruner_setting_is_refused_before_any_run(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--tiny", "--pruners", "none", "median:n_startup=3", "--json", "unused.json"])
+    assert exit_info.value.code == 2
+    assert "'n_startup' in 'median:n_startup=3'" in capsys.readouterr().err
+    assert not Path("unused.json").exists()

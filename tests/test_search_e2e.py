@@ -7,7 +7,8 @@ One study runs once per module (module-scoped fixture) with real SQLite storages
   (depth 2) and trial 1 (depth 5: a 2 px bottleneck at crop 32, infeasible -> FAIL); trials 2 and 3
   are sampled by TPE. So: 3 COMPLETE, 1 FAIL, and trials after the failure still ran.
 - study "e2e-pruned": 2 trials with the threshold pruner at `lower = 0.99`, so every trial is PRUNED
-  after epoch 0 (deterministic); its first trial is the file's [baseline].
+  after epoch 0 (deterministic); its first trial is the file's [baseline]. The file says `lower = 0.0`
+  (never prunes): the 0.99 comes from `--pruner threshold:lower=0.99`, so the override is tested too.
 
 Tests that change the stored state (resume, damaged checkpoint) leave the other assertions valid in
 any order: the resume only adds a trial, and the damaged checkpoint is restored afterwards.
@@ -91,6 +92,7 @@ crop_size = 32
 hflip = {{ choices = [0.0, 0.5] }}
 """
 
+ALWAYS_PRUNE = ("--pruner", "threshold:lower=0.99")  # over the file's lower = 0.0
 PRUNED_TOML = f"""
 [study]
 name = "{PRUNED_STUDY}"
@@ -109,7 +111,7 @@ name = "random"
 
 [pruner]
 name = "threshold"
-lower = 0.99
+lower = 0.0
 
 [space.model]
 depth = 2
@@ -188,7 +190,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory):
             study.enqueue_trial({"model.depth": 5})  # outside [2, 3] on purpose: Optuna warns and uses it
             env = E2E(root, storage, tracking_uri, study_file, pruned_file, 0, 0)
             env.rc = run_main(env.run_args(study_file))
-            env.rc_pruned = run_main(env.run_args(pruned_file))
+            env.rc_pruned = run_main(env.run_args(pruned_file, *ALWAYS_PRUNE))
             yield env
         finally:
             signal.signal(signal.SIGTERM, sigterm)
@@ -323,6 +325,7 @@ def test_pruned_trials_are_killed_runs(e2e: E2E) -> None:
     parent_id = study.user_attrs[PARENT_ATTR]
     assert parent_id != e2e.parent_id()  # its own parent run, in its own experiment
     assert client.get_run(parent_id).info.status == "FINISHED"
+    assert client.get_run(parent_id).data.params["pruner"] == "threshold:lower=0.99"  # the override, not the file
     for t in study.trials:
         assert t.user_attrs["epochs_trained"] == 1
         assert list(t.intermediate_values) == [1]
@@ -339,7 +342,8 @@ def test_the_last_epoch_is_never_pruned(e2e: E2E) -> None:
     # The same always-pruning threshold, but one epoch per trial: pruning after the last epoch would
     # save nothing and throw the finished result away, so the trial completes.
     name = "e2e-last-epoch"
-    args = e2e.run_args(e2e.pruned_file, "--study-name", name, "--epochs", "1", "--trials", "1", "--no-baseline")
+    args = e2e.run_args(e2e.pruned_file, *ALWAYS_PRUNE, "--study-name", name, "--epochs", "1", "--trials", "1",
+                        "--no-baseline")
     assert run_main(args) == 0
     (trial,) = e2e.study(name).trials
     assert trial.state == COMPLETE and list(trial.intermediate_values) == [1] and trial.value < 0.99

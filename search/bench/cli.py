@@ -23,6 +23,13 @@ from search.bench.settings import (
     tiny_sizes,
     write_study,
 )
+from search.samplers import pruner_arg
+
+
+def pruner_label(text: str) -> str:
+    """A pruner as `--pruner` takes it, checked here so a typo fails before hours of runs; kept as typed (the run's label)."""
+    pruner_arg(text)
+    return text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,8 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, help="pruning: sampler seeds (default 0 1 2)")
     p.add_argument("--pruning-trials", type=int, help="pruning: trials per study (default 12)")
     p.add_argument("--pruning-epochs", type=int, help="pruning: max epochs per trial (default 9)")
-    p.add_argument("--pruners", nargs="+", choices=("none", "sha", "hyperband", "median"),
-                   help="pruning: pruners to compare, in this order (default: none sha hyperband median)")
+    p.add_argument("--pruners", nargs="+", type=pruner_label, metavar="NAME[:KEY=VALUE,...]",
+                   help="pruning: pruners to compare, in this order, each a name or a setting as search.run's "
+                        "--pruner takes it, e.g. percentile:percentile=40.0,n_startup_trials=3 "
+                        "(default: none sha hyperband median)")
     p.add_argument("--pruning-study", help="pruning: study file or name (default: default)")
     p.add_argument("--overhead-epochs", type=int, help="harness overhead: epochs per run (default 3)")
     p.add_argument("--overhead-repeats", type=int, help="harness overhead: bare/harness pairs (default 2)")

@@ -25,23 +25,11 @@ import optuna
 
 from search.bench.merge import differing_key, pruning_section
 from search.bench.report import markdown_table
-from search.samplers import build_pruner
+from search.samplers import build_pruner, parse_pruner
 
 DEFAULT_SETTINGS = ("sha", "sha:reduction_factor=4", "sha:min_resource=2", "sha:min_early_stopping_rate=1",
                     "hyperband", "median", "median:n_startup_trials=3",
                     "median:n_startup_trials=1,n_warmup_steps=0")
-
-
-def parse_setting(text: str) -> dict[str, Any]:
-    """'sha:reduction_factor=4,min_resource=2' -> {'name': 'sha', 'reduction_factor': 4, 'min_resource': 2}."""
-    name, _, rest = text.partition(":")
-    settings: dict[str, Any] = {"name": name}
-    for item in filter(None, rest.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"pruner setting {item!r} in {text!r}: expected key=value")
-        settings[key] = float(value) if "." in value else int(value)
-    return settings
 
 
 def replay(curves: Sequence[Sequence[float]], settings: dict[str, Any], max_epochs: int,
@@ -82,7 +70,7 @@ def compare(curves_by_seed: dict[int, list[list[float]]], settings: Sequence[str
     rows = []
     for text in settings:
         ratios, gaps = [], []
-        setting = parse_setting(text)
+        setting = parse_pruner(text)
         for seed, curves in curves_by_seed.items():
             full = sum(len(v) for v in curves)
             best = max(max(v) for v in curves)
