@@ -88,7 +88,7 @@ def pruner_arg(text: str) -> dict[str, Any]:
     (reduction_factor >= 2, 0 <= percentile <= 100, ...) fail before any trial runs."""
     try:
         settings = parse_pruner(text)
-        build_pruner(settings, int(settings.get("min_resource", 1)) * 27)
+        build_pruner(settings, max_epochs=100)  # any budget: only the settings' own values are checked here
     except (TypeError, ValueError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return settings
