@@ -108,8 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def apply_overrides(sdef: StudyDef, args: argparse.Namespace) -> StudyDef:
     sampler = {**sdef.sampler, "name": args.sampler} if args.sampler else sdef.sampler
-    # The study's other [pruner] keys stay (a changed name ignores the ones it does not take).
-    pruner = {**sdef.pruner, **args.pruner} if args.pruner else sdef.pruner
+    pruner = sdef.pruner
+    if args.pruner:  # the file's other keys hold for its own pruner only: `--pruner median` is Optuna's median
+        pruner = {**sdef.pruner, **args.pruner} if args.pruner["name"] == sdef.pruner["name"] else args.pruner
     return replace(sdef, name=args.study_name or sdef.name, sampler=sampler, pruner=pruner,
                    max_epochs=args.epochs or sdef.max_epochs)
 

@@ -38,6 +38,19 @@ def test_merges_per_seed_files_and_compares_each_seed_with_its_own_baseline(tmp_
     assert "per pruner (mean over seeds)" in capsys.readouterr().out
 
 
+def test_a_pruner_setting_gets_its_own_summary_row_after_the_usual_pruners(tmp_path):
+    label = "percentile:percentile=45.0,n_startup_trials=2"
+    a = _write(tmp_path / "s0.json", [_run(0, label, 27, 0.50), _run(0, "none", 108, 0.50)])
+    b = _write(tmp_path / "s0-sha.json", [_run(0, "sha", 36, 0.49)])
+    out = tmp_path / "merged.json"
+    assert main([str(a), str(b), "--json", str(out)]) == 0
+    merged = json.loads(out.read_text())["sections"]["pruning"]
+    assert merged["pruners"] == ["none", "sha", label]
+    assert [r["pruner"] for r in merged["runs"]] == ["none", "sha", label]
+    assert merged["summary"][label]["epochs_ratio_vs_none"] == [4.0] and merged["summary"][label]["meets_goal"] is True
+    assert f"| {label} | 27 | 4 |" in out.with_suffix(".md").read_text()
+
+
 def test_refuses_a_seed_and_pruner_measured_twice(tmp_path, capsys):
     a = _write(tmp_path / "a.json", [_run(0, "none", 108, 0.5)])
     b = _write(tmp_path / "b.json", [_run(0, "none", 108, 0.5)])

@@ -193,7 +193,7 @@ def test_percentile_pruner_keeps_only_the_top_percentile(tmp_path: Path) -> None
     assert not _prunes_at_step_1(top25, 0.8)
 
 
-def test_pruner_override_takes_settings_and_keeps_the_file_s_other_keys(sdef: StudyDef) -> None:
+def test_pruner_override_takes_settings_and_keeps_the_file_s_keys_for_the_same_pruner(sdef: StudyDef) -> None:
     from search.run import apply_overrides, parse_args
 
     args = parse_args(["--pruner", "percentile:percentile=40.0,n_startup_trials=3"])
@@ -202,6 +202,8 @@ def test_pruner_override_takes_settings_and_keeps_the_file_s_other_keys(sdef: St
     assert apply_overrides(with_file_keys, parse_args(["--pruner", "sha:reduction_factor=4"])).pruner == \
         {"name": "sha", "min_resource": 2, "reduction_factor": 4}
     assert format_pruner(apply_overrides(sdef, args).pruner) == "percentile:n_startup_trials=3,percentile=40.0"
+    # Another name starts from that pruner's own defaults, not from the file's keys for its pruner.
+    assert apply_overrides(with_file_keys, parse_args(["--pruner", "median"])).pruner == {"name": "median"}
 
 
 @pytest.mark.parametrize("text, named", [("percentile:percentile=150.0", "150"), ("median:patience=3", "patience"),

@@ -60,8 +60,10 @@ def merge(paths: Sequence[Path]) -> dict[str, Any]:
                 raise MergeError(f"{path}: seed {pair[0]} pruner {pair[1]!r} is also in {seen[pair]}")
             seen[pair] = path
             runs.append(run | {"source": str(path)})
-    runs.sort(key=lambda r: (r["seed"], PRUNERS.index(r["pruner"]) if r["pruner"] in PRUNERS else len(PRUNERS)))
+    # The usual pruners in their usual order, then any other setting (e.g. "percentile:percentile=45.0") as first seen.
     pruners = [p for p in PRUNERS if any(r["pruner"] == p for r in runs)]
+    pruners += list(dict.fromkeys(r["pruner"] for r in runs if r["pruner"] not in pruners))
+    runs.sort(key=lambda r: (r["seed"], pruners.index(r["pruner"])))
     merged = {key: first[key] for key in SHARED} | {
         "seeds": sorted({r["seed"] for r in runs}), "pruners": pruners, "runs": runs,
         "goal": first.get("goal"), "complete": all(sec.get("complete") for _, sec in sections),
