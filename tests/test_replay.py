@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 from search.bench.replay import main, replay
-from search.samplers import format_pruner, parse_pruner
 
 # Three trials of 3 epochs: the first sets the bar, the second is clearly worse from epoch 1,
 # the third starts slowly and ends best (the crossing curve that aggressive pruning loses).
@@ -28,22 +26,6 @@ def test_successive_halving_prunes_curves_below_the_best_so_far_at_the_first_run
 def test_a_later_first_rung_keeps_the_crossing_curve():
     got = replay(CURVES, {"name": "sha", "min_resource": 2, "reduction_factor": 3}, 3)
     assert got["best_val_miou"] == 0.60 and got["epochs_trained"] < 9
-
-
-def test_parse_pruner_reads_numbers_and_names_the_bad_item():
-    assert parse_pruner("sha:reduction_factor=4,min_resource=2") == {"name": "sha", "reduction_factor": 4,
-                                                                     "min_resource": 2}
-    assert parse_pruner("median") == {"name": "median"}
-    assert parse_pruner("percentile:percentile=40.0") == {"name": "percentile", "percentile": 40.0}
-    with pytest.raises(ValueError, match="'min_resource' in 'sha:min_resource': expected key=value"):
-        parse_pruner("sha:min_resource")
-    with pytest.raises(ValueError, match="'patience' in 'median:patience=2'; expected one of"):
-        parse_pruner("median:patience=2")
-
-
-@pytest.mark.parametrize("text", ["none", "sha:min_resource=2,reduction_factor=4", "percentile:percentile=40.0"])
-def test_format_pruner_is_the_inverse_of_parse(text: str):
-    assert format_pruner(parse_pruner(text)) == text
 
 
 def _results(tmp_path: Path, with_curves: bool, seeds: tuple[int, ...] = (0, 1), study: str = "default",
