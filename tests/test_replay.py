@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from search.bench.replay import main, replay
 
 # Three trials of 3 epochs: the first sets the bar, the second is clearly worse from epoch 1,
