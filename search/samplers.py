@@ -7,9 +7,8 @@ from typing import Any
 
 import optuna
 
-PRUNERS = ("hyperband", "sha", "median", "percentile", "none")
-# Also allowed in a study file and a setting: "threshold" (prune below `lower`), handy to force pruning in tests.
-ALL_PRUNERS = PRUNERS + ("threshold",)
+# "threshold" (prune below `lower`) is for forcing pruning in tests; the others are for searching.
+PRUNERS = ("hyperband", "sha", "median", "percentile", "none", "threshold")
 PRUNER_KEYS = {"name", "min_resource", "reduction_factor", "min_early_stopping_rate", "n_startup_trials",
                "n_warmup_steps", "percentile", "lower"}
 
@@ -52,7 +51,7 @@ def build_pruner(settings: dict[str, Any], max_epochs: int) -> optuna.pruners.Ba
         return optuna.pruners.ThresholdPruner(lower=float(settings.get("lower", 0.0)))
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"pruner {name!r}; expected hyperband, sha, median, percentile, threshold or none")
+    raise ValueError(f"pruner {name!r}; expected one of {list(PRUNERS)}")
 
 
 def parse_pruner(text: str) -> dict[str, Any]:
@@ -61,8 +60,8 @@ def parse_pruner(text: str) -> dict[str, Any]:
     The `--pruner` form of a study file's [pruner] table; numbers with a '.' are floats.
     """
     name, _, rest = text.partition(":")
-    if name not in ALL_PRUNERS:
-        raise ValueError(f"pruner {name!r} in {text!r}; expected one of {list(ALL_PRUNERS)}")
+    if name not in PRUNERS:
+        raise ValueError(f"pruner {name!r} in {text!r}; expected one of {list(PRUNERS)}")
     settings: dict[str, Any] = {"name": name}
     for item in filter(None, rest.split(",")):
         key, sep, value = item.partition("=")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.samplers import ALL_PRUNERS, PRUNER_KEYS, build_pruner
+from search.samplers import PRUNERS, PRUNER_KEYS, build_pruner
 from seg.config import DataConfig, ModelConfig, TrainConfig, TransformConfig
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
@@ -181,8 +181,8 @@ def _check(sdef: StudyDef) -> None:
         raise ValueError(f"{p}: [study] direction={sdef.direction!r}; expected 'maximize' or 'minimize'")
     if sdef.sampler["name"] not in SAMPLERS:
         raise ValueError(f"{p}: [sampler] name={sdef.sampler['name']!r}; expected one of {list(SAMPLERS)}")
-    if sdef.pruner["name"] not in ALL_PRUNERS:
-        raise ValueError(f"{p}: [pruner] name={sdef.pruner['name']!r}; expected one of {list(ALL_PRUNERS)}")
+    if sdef.pruner["name"] not in PRUNERS:
+        raise ValueError(f"{p}: [pruner] name={sdef.pruner['name']!r}; expected one of {list(PRUNERS)}")
     try:  # Optuna's own checks (reduction_factor >= 2, 0 <= percentile <= 100, ...), named by the file
         build_pruner(sdef.pruner, max(sdef.max_epochs, 1))
     except (TypeError, ValueError) as exc:
