@@ -29,6 +29,7 @@ import torch
 
 from search.artifacts import log_trial_artifacts
 from search.deadline import TrialTimeout, WallClockLimit
+from search.signals import deferred_signals
 from search.space import InfeasibleConfigError, RunOptions, config_from_trial
 from search.study_def import StudyDef
 from search.tracking import Tracker, TrackingUnavailable, epoch_metrics, trial_run_name
@@ -243,14 +244,15 @@ class Objective:
 
     def _epoch_end(self, trial: optuna.Trial, record: EpochResult, last: bool = False) -> bool:
         t0, progress = time.perf_counter(), self.ctx.progress
-        self._track(self.ctx.tracker.log_metrics, self.run_id, epoch_metrics(record, self.ctx.class_names),
-                    step=record.epoch)
-        # Optuna's step is the resource spent, epochs completed, so pruner rungs count epochs
-        # (min_resource=1 can prune after the first epoch); MLflow's step is the 0-based epoch.
-        trial.report(record.val_miou, record.epoch + 1)
-        # Pruning after the last epoch saves nothing and would throw a finished result away (SHA's
-        # rung at max_epochs=9 with factor 3 would otherwise drop fully trained trials).
-        prune = not last and trial.should_prune()
+        with deferred_signals():  # Ctrl-C waits for these writes, so no store is left locked or half-written
+            self._track(self.ctx.tracker.log_metrics, self.run_id, epoch_metrics(record, self.ctx.class_names),
+                        step=record.epoch)
+            # Optuna's step is the resource spent, epochs completed, so pruner rungs count epochs
+            # (min_resource=1 can prune after the first epoch); MLflow's step is the 0-based epoch.
+            trial.report(record.val_miou, record.epoch + 1)
+            # Pruning after the last epoch saves nothing and would throw a finished result away (SHA's
+            # rung at max_epochs=9 with factor 3 would otherwise drop fully trained trials).
+            prune = not last and trial.should_prune()
         progress.epoch, progress.current_miou = record.epoch + 1, record.val_miou
         progress.on_change()
         self.timing["epoch_hooks"] += time.perf_counter() - t0

@@ -23,6 +23,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from search.signals import deferred_signals
 from seg.train import EpochResult
 
 STATUS_FOR_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUNNING": "RUNNING"}
@@ -40,11 +41,14 @@ class TrackingUnavailable(RuntimeError):
 
 
 def _unavailable_as_error(method: Callable) -> Callable:
-    """Turn a dead or slow tracking store into one clear exception type that names the URI."""
+    """Turn a dead or slow tracking store into one clear exception type that names the URI.
+
+    The call runs with Ctrl-C and SIGTERM held until it returns (see `search.signals`)."""
     @functools.wraps(method)
     def call(self: Tracker, *args: object, **kwargs: object) -> object:
         try:
-            return method(self, *args, **kwargs)
+            with deferred_signals():
+                return method(self, *args, **kwargs)
         except MlflowException as err:
             if err.error_code not in UNAVAILABLE_CODES:
                 raise
