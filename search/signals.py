@@ -29,16 +29,17 @@ def deferred_signals() -> Iterator[None]:
     pending: list[tuple[int, FrameType | None]] = []
     previous: dict[int, Any] = {}
 
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    def restore() -> dict[int, Any]:
+        """Put the previous handlers back (once) and return them."""
+        handlers = dict(previous)
         previous.clear()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        return handlers
 
     def hold(signum: int, frame: FrameType | None) -> None:
         if pending:  # the second signal: the user insists, deliver now
-            handlers = dict(previous)
-            restore()
-            _deliver(handlers.get(signum), signum, frame)
+            _deliver(restore().get(signum), signum, frame)
         pending.append((signum, frame))
 
     for sig in DEFERRED:
@@ -47,9 +48,8 @@ def deferred_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        handlers = dict(previous)
-        restore()
-        if pending and handlers:
+        handlers = restore()
+        if pending and handlers:  # no handlers left: the second signal was delivered already
             signum, frame = pending[0]
             _deliver(handlers.get(signum), signum, frame)
 
