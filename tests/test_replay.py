@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from search.bench.replay import main, replay
+from search.bench.replay import _ranks, early_ranks, main, replay
 
 # Three trials of 3 epochs: the first sets the bar, the second is clearly worse from epoch 1,
 # the third starts slowly and ends best (the crossing curve that aggressive pruning loses).
@@ -27,6 +27,23 @@ def test_a_later_first_rung_keeps_the_crossing_curve():
     assert got["best_val_miou"] == 0.60 and got["epochs_trained"] < 9
 
 
+def test_early_ranks_show_the_crossing_curve_behind_at_epoch_1_and_ahead_from_epoch_2():
+    rows = early_ranks(CURVES)
+    assert [r["rank correlation with the final value"] for r in rows] == ["-0.50", "1.00", "1.00"]
+    # The top tenth is one trial (the third); at epoch 1 it stands below the median (0.05 < 0.10).
+    assert [r["final top tenth below the median here"] for r in rows] == ["1 of 1", "0 of 1", "0 of 1"]
+
+
+def test_early_ranks_skip_short_curves_and_say_when_no_correlation_exists():
+    rows = early_ranks([[0.1, 0.1], [0.1, 0.2], [0.3]])  # the 1-epoch curve is a pruned trial: left out
+    assert rows[0]["rank correlation with the final value"] == "—"  # both 0.1 at epoch 1: no ranking
+    assert rows[1]["rank correlation with the final value"] == "1.00"
+
+
+def test_ranks_share_the_mean_rank_on_ties():
+    assert _ranks([0.2, 0.1, 0.2, 0.3]) == [2.5, 1.0, 2.5, 4.0]
+
+
 def _results(tmp_path: Path, with_curves: bool, seeds: tuple[int, ...] = (0, 1), study: str = "default",
              name: str = "bench.json", max_epochs: int = 3) -> Path:
     runs = [{"seed": seed, "pruner": "none", "epochs_trained": 9} | (
@@ -41,6 +58,8 @@ def test_cli_prints_one_row_per_setting(tmp_path, capsys):
     assert main([str(_results(tmp_path, True)), "--pruner", "none", "--pruner", "sha:min_resource=2"]) == 0
     out = capsys.readouterr().out
     assert "replayed on seeds [0, 1]: 3 trials of at most 3 epochs" in out
+    assert "how early the value predicts the end, over the 6 full-length curves of seeds [0, 1]" in out
+    assert "| 1 | -0.50 | 1 of 1 |" in out and "| 2 | 1.00 | 0 of 1 |" in out  # both seeds' copies pooled
     assert "sha:min_resource=2" in out and "| none | 1.00 1.00 | 1.00 | 0.0000 0.0000 | 0.0000 | 0.0000 |" in out  # none: ratio 1 on both seeds
 
 

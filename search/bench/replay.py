@@ -10,6 +10,11 @@ epoch) and counts the epochs it lets through and the best value it keeps (a tria
 best epoch, as in the Objective). What a replay cannot show: with a real pruner, TPE also learns
 from pruned trials, so the later trials' parameters differ. It is for choosing settings; the
 benchmark's real runs are the measurement.
+
+A second table says how early a trial's value predicts its end, which bounds what any pruner can
+save without loss: per epoch, the rank correlation between each trial's best value so far and its
+final value, and how many of the final top tenth stood below that epoch's median (what a median
+pruner at that epoch would cut).
 """
 
 from __future__ import annotations
@@ -55,6 +60,43 @@ def replay(curves: Sequence[Sequence[float]], settings: dict[str, Any], max_epoc
             study.tell(trial, value)
             best = value if best is None else max(best, value)
     return {"epochs_trained": epochs, "best_val_miou": best}
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ties given their mean rank (as Spearman's rho needs)."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in order[i:j + 1]:
+            ranks[k] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def early_ranks(curves: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
+    """Per epoch k: Spearman's rho of best-so-far at k against the final best, and how many of the final
+    top tenth (at least one trial) were below the median best-so-far at k. Full-length curves only."""
+    length = max(len(v) for v in curves)
+    full = [v for v in curves if len(v) == length]
+    final = [max(v) for v in full]
+    n_top = max(1, len(full) // 10)
+    top = sorted(range(len(full)), key=final.__getitem__, reverse=True)[:n_top]
+    rows = []
+    for k in range(1, length + 1):
+        so_far = [max(v[:k]) for v in full]
+        try:
+            rho = f"{statistics.correlation(_ranks(so_far), _ranks(final)):.2f}"
+        except statistics.StatisticsError:  # fewer than 2 trials, or every value equal at k
+            rho = "—"
+        median = statistics.median(so_far)
+        below = sum(so_far[i] < median for i in top)
+        rows.append({"epoch": k, "rank correlation with the final value": rho,
+                     "final top tenth below the median here": f"{below} of {n_top}"})
+    return rows
 
 
 def no_pruning_curves(section: dict[str, Any]) -> tuple[str, dict[int, list[list[float]]]]:
@@ -129,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     trials = len(next(iter(curves.values())))
     print(f"replayed on seeds {sorted(curves)}: {trials} trials of at most {max_epochs} epochs")
     print("\n".join(markdown_table(rows)))
+    every = [v for c in curves.values() for v in c]
+    print(f"\nhow early the value predicts the end, over the {sum(len(v) == max_epochs for v in every)} "
+          f"full-length curves of seeds {sorted(curves)}")
+    print("\n".join(markdown_table(early_ranks(every))))
     return 0
 
 
