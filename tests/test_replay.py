@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from search.bench.replay import _ranks, early_ranks, main, replay
+from search.bench.replay import early_ranks, main, replay
 
 # Three trials of 3 epochs: the first sets the bar, the second is clearly worse from epoch 1,
 # the third starts slowly and ends best (the crossing curve that aggressive pruning loses).
@@ -38,10 +38,6 @@ def test_early_ranks_skip_short_curves_and_say_when_no_correlation_exists():
     rows = early_ranks([[0.1, 0.1], [0.1, 0.2], [0.3]])  # the 1-epoch curve is a pruned trial: left out
     assert rows[0]["rank correlation with the final value"] == "—"  # both 0.1 at epoch 1: no ranking
     assert rows[1]["rank correlation with the final value"] == "1.00"
-
-
-def test_ranks_share_the_mean_rank_on_ties():
-    assert _ranks([0.2, 0.1, 0.2, 0.3]) == [2.5, 1.0, 2.5, 4.0]
 
 
 def _results(tmp_path: Path, with_curves: bool, seeds: tuple[int, ...] = (0, 1), study: str = "default",

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from scipy.stats import spearmanr
 
 from search.bench.merge import differing_key, pruning_section
 from search.bench.report import markdown_table
@@ -62,21 +63,6 @@ def replay(curves: Sequence[Sequence[float]], settings: dict[str, Any], max_epoc
     return {"epochs_trained": epochs, "best_val_miou": best}
 
 
-def _ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks, ties given their mean rank (as Spearman's rho needs)."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in order[i:j + 1]:
-            ranks[k] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
 def early_ranks(curves: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
     """Per epoch k: Spearman's rho of best-so-far at k against the final best, and how many of the final
     top tenth (at least one trial) were below the median best-so-far at k. Full-length curves only."""
@@ -88,10 +74,8 @@ def early_ranks(curves: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
     rows = []
     for k in range(1, length + 1):
         so_far = [max(v[:k]) for v in full]
-        try:
-            rho = f"{statistics.correlation(_ranks(so_far), _ranks(final)):.2f}"
-        except statistics.StatisticsError:  # fewer than 2 trials, or every value equal at k
-            rho = "—"
+        ranked = len(set(so_far)) > 1 and len(set(final)) > 1  # else no ranking: one trial, or all equal at k
+        rho = f"{spearmanr(so_far, final).statistic:.2f}" if ranked else "—"
         median = statistics.median(so_far)
         below = sum(so_far[i] < median for i in top)
         rows.append({"epoch": k, "rank correlation with the final value": rho,
