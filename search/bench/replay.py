@@ -71,10 +71,11 @@ def early_ranks(curves: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
     final = [max(v) for v in full]
     n_top = max(1, len(full) // 10)
     top = sorted(range(len(full)), key=final.__getitem__, reverse=True)[:n_top]
+    final_varies = len(set(final)) > 1
     rows = []
     for k in range(1, length + 1):
         so_far = [max(v[:k]) for v in full]
-        ranked = len(set(so_far)) > 1 and len(set(final)) > 1  # else no ranking: one trial, or all equal at k
+        ranked = final_varies and len(set(so_far)) > 1  # else no ranking: one trial, or all equal
         rho = f"{spearmanr(so_far, final).statistic:.2f}" if ranked else "—"
         median = statistics.median(so_far)
         below = sum(so_far[i] < median for i in top)
