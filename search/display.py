@@ -82,8 +82,8 @@ class LiveDisplay:
         return table
 
 
-def print_summary(console: Console, study: optuna.Study, storage: str, tracking_uri: str, study_file: str,
-                  elapsed: float) -> None:
+def print_summary(console: Console, study: optuna.Study, storage: str, tracking_uri: str, elapsed: float) -> None:
+    """Counts, the best trial, and the next commands, which name the study as the storage knows it."""
     counts = state_counts(study)
     console.print(f"\n[bold]Study {study.study_name}[/bold] finished in {elapsed:.0f}s: "
                   f"{counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed")
@@ -99,5 +99,5 @@ def print_summary(console: Console, study: optuna.Study, storage: str, tracking_
                   soft_wrap=True)
     if complete:
         console.print("predict with the best trial:")
-        console.print(f"  python -m search.predict --study {study_file} --study-name {study.study_name} "
-                      f"--storage {storage} --tracking-uri {tracking_uri} IMAGES... --out predictions/", soft_wrap=True)
+        console.print(f"  python -m search.predict --study {study.study_name} --storage {storage} "
+                      f"--tracking-uri {tracking_uri} IMAGES... --out predictions/", soft_wrap=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -26,8 +27,11 @@ from mlflow.tracking import MlflowClient
 from seg.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from seg.predict import Predictor, iter_inputs, predict_files
 
-from search.storage import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, open_storage
-from search.study_def import load_study
+from search.study.storage import DEFAULT_STORAGE
+from search.tracking.client import DEFAULT_TRACKING_URI
+from search.settings import configure_process
+from search.study.lookup import StudyNotFoundError, load_named_study
+from search.tracking.client import RUN_ID_ATTR
 
 CHECKPOINT_ARTIFACT = "checkpoint/best.pt"
 PYFUNC_FLAVOR = "python_function"
@@ -54,7 +58,7 @@ def select_trial(study: optuna.Study, number: int | None) -> optuna.trial.Frozen
 
 def fetch_checkpoint(trial: optuna.trial.FrozenTrial, tracking_uri: str, dst: Path) -> Checkpoint:
     """Download the trial's checkpoint and check it against the trial's stored config."""
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
     if not run_id:
         raise ArtifactError(f"trial {trial.number} has no mlflow_run_id user attr")
     try:
@@ -111,33 +115,48 @@ def fetch_model_checkpoint(model_uri: str, tracking_uri: str, dst: Path) -> tupl
         raise ArtifactError(f"model {model_uri}: {err}") from err
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class PredictSettings:
+    inputs: tuple[str, ...]
+    out: Path
+    model: str | None = None
+    study: str | None = None
+    trial: int | None = None
+    storage: str = DEFAULT_STORAGE
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    tta: bool = False
+    device: str = "auto"
+
+
+def parse_args(argv: list[str] | None) -> PredictSettings:
     p = argparse.ArgumentParser(prog="python -m search.predict", description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--model", help="an MLflow model URI, e.g. models:/NAME@champion (instead of --study/--trial)")
-    p.add_argument("--study", help="study file or name in studies/ (gives the study name; default: default)")
-    p.add_argument("--study-name", help="study name in the storage (default: the study file's name)")
+    p.add_argument("--study", help="the study's name in the storage, as search.run's summary prints it "
+                   "(default: default)")
     p.add_argument("--trial", type=int, help="trial number (default: the best trial)")
     p.add_argument("--storage", default=DEFAULT_STORAGE)
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
     p.add_argument("--device", default="auto")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    return PredictSettings(**{**vars(args), "inputs": tuple(args.inputs)})
 
 
-def checkpoint_from_study(args: argparse.Namespace, dst: Path) -> tuple[Checkpoint, str]:
+def checkpoint_from_study(study_name: str, trial_number: int | None, storage: str, tracking_uri: str,
+                          dst: Path) -> tuple[Checkpoint, str]:
     """The chosen (or best) trial's checkpoint, and a description of where it came from."""
-    name = args.study_name or load_study(args.study or "default").name
-    study = optuna.load_study(study_name=name, storage=open_storage(args.storage))
-    trial = select_trial(study, args.trial)
-    return fetch_checkpoint(trial, args.tracking_uri, dst), f"trial {trial.number} (val mIoU {trial.value:.4f})"
+    study = load_named_study(study_name, storage)
+    trial = select_trial(study, trial_number)
+    return fetch_checkpoint(trial, tracking_uri, dst), f"trial {trial.number} (val mIoU {trial.value:.4f})"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.model and (args.study or args.study_name or args.trial is not None):
-        print("error: --model names the model itself; drop --study/--study-name/--trial "
+    configure_process()
+    if args.model and (args.study or args.trial is not None):
+        print("error: --model names the model itself; drop --study/--trial "
               f"(got --model {args.model})", file=sys.stderr)
         return 2
     try:
@@ -146,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.model:
                 ckpt, source = fetch_model_checkpoint(args.model, args.tracking_uri, Path(tmp))
             else:
-                ckpt, source = checkpoint_from_study(args, Path(tmp))
+                ckpt, source = checkpoint_from_study(args.study or "default", args.trial, args.storage,
+                                                     args.tracking_uri, Path(tmp))
         written = predict_files(Predictor(ckpt, device=args.device, tta=args.tta), files, args.out)
-    except (ArtifactError, FileNotFoundError, KeyError, ValueError) as err:
+    except (ArtifactError, StudyNotFoundError, FileNotFoundError, KeyError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{source}: wrote {len(written)} label maps and overlays to {args.out}")

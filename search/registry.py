@@ -28,12 +28,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
-from search.pyfunc import MODEL_ARTIFACT
-from search.report_parts.studies import StudyNotFoundError, load_named_study
-from search.storage import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+from search.tracking.pyfunc import MODEL_ARTIFACT
+from search.study.lookup import StudyNotFoundError, load_named_study
+from search.study.storage import DEFAULT_STORAGE
+from search.tracking.client import DEFAULT_TRACKING_URI
+from search.tracking.client import RUN_ID_ATTR
 
 CHAMPION = "champion"
-RUN_ID_ATTR = "mlflow_run_id"
 # Re-reading the best after moving the alias converges in one extra pass unless trials keep
 # finishing; the bound only guards against a storage that keeps changing under us.
 MAX_PASSES = 5

@@ -4,6 +4,7 @@
   autograd keeps, counted from the model's own layers on the meta device (no memory, no compute).
 - `probe_training_memory(cfg, h, w, device)`: one real training step on a CUDA device, its peak.
 - `memory_limit(device, limit_gb)`: what a trial may use (the device's free memory, or a given cap).
+- `check_training_memory(cfg, data, device, limit)`: all of the above as one verdict before a trial.
 - `release_device_memory(device)`: after a trial (above all after an out-of-memory error) hand the
   cached blocks back, so the next trial starts from the baseline.
 """
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from seg.config import Config
+from seg.data import SegmentationData
 from seg.model import UNet, build_unet
 from seg.optim import build_optimizer
 from seg.gpu_data import clear_device_data
@@ -117,3 +119,45 @@ def release_device_memory(device: torch.device, drop_caches: bool = False) -> in
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     return torch.cuda.memory_allocated(device)
+
+
+@dataclass(frozen=True)
+class MemoryVerdict:
+    """Whether a training step fits: the estimate, the probe's measured peak (CUDA), and why not."""
+
+    estimate: int
+    probe_peak: int | None = None
+    refused: str | None = None  # the reason, when it does not fit
+
+
+def check_training_memory(cfg: Config, data: SegmentationData, device: torch.device, limit: int) -> MemoryVerdict:
+    """Estimate (and on CUDA probe) one training step against `limit` bytes, before any training."""
+    h, w = training_input_size(cfg, data)
+    amp = precision_for(cfg.train, device).amp_dtype is not None
+    estimate = estimate_training_memory(cfg, h, w, amp).total
+    where = f"batch {cfg.train.batch_size} at {h}x{w} on {device}"
+    if estimate > limit:
+        return MemoryVerdict(estimate, refused=f"estimated peak {estimate / GiB:.2f} GiB for {where} exceeds the "
+                                               f"{limit / GiB:.2f} GiB available (rejected before training)")
+    if device.type != "cuda":
+        return MemoryVerdict(estimate)
+    peak, oom = None, False
+    try:
+        peak = probe_training_memory(cfg, h, w, device)
+    except torch.OutOfMemoryError:
+        oom = True  # leave the except block first: its traceback holds the probe's tensors
+    if oom or peak > limit:
+        release_device_memory(device, drop_caches=True)
+        return MemoryVerdict(estimate, peak, f"a probe training step for {where} ran out of memory "
+                                             "(rejected before training)")
+    return MemoryVerdict(estimate, peak)
+
+
+def training_input_size(cfg: Config, data: SegmentationData) -> tuple[int, int]:
+    """(H, W) of a training batch: the crop, the resize, or the largest training image (pad-collate)."""
+    t = cfg.transforms
+    if t.crop_mode != "none":
+        return t.crop_size, t.crop_size
+    if t.resize:
+        return tuple(t.resize)
+    return (max(img.shape[-2] for img in data.train.images), max(img.shape[-1] for img in data.train.images))

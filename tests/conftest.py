@@ -3,6 +3,11 @@
 import pytest
 import torch
 
+from search.settings import configure_process
+
+# What every entry point does first: MLflow's bounded retries, a headless matplotlib.
+configure_process()
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():

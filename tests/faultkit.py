@@ -20,7 +20,7 @@ import optuna
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from search.storage import open_storage
+from search.study.storage import open_storage
 
 REPO = Path(__file__).resolve().parent.parent
 STATUS_FOR_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}

@@ -15,10 +15,10 @@ from mlflow.tracking import MlflowClient
 
 import seg.gpu_data
 import seg.train
-import search.objective
+import search.tracking.trial_run
 from search.run import main as run_main
-from search.storage import open_storage
-from search.tracking import trial_run_name
+from search.study.storage import open_storage
+from search.tracking.client import trial_run_name
 from tests.faultkit import (all_runs, assert_consistent, cli_env, running_trial_with_progress, start_run, study_toml,
                             wait_for)
 
@@ -153,7 +153,7 @@ def test_a_bug_stops_the_run_with_its_traceback_and_a_failed_run(tmp_path, monke
     def bug(*args, **kwargs):
         raise ZeroDivisionError("a real bug")
 
-    monkeypatch.setattr(search.objective, "log_trial_artifacts", bug)
+    monkeypatch.setattr(search.tracking.trial_run, "log_trial_artifacts", bug)
     with pytest.raises(ZeroDivisionError, match="a real bug"):
         run_main(env.args())
     (t,) = env.study().trials  # the run stopped: no second trial

@@ -9,9 +9,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.journal import JournalDamagedError, check_journal, main as journal_main
+from search.study.journal import JournalDamagedError, check_journal, main as journal_main
 from search.run import main as run_main
-from search.storage import open_storage
+from search.study.storage import open_storage
 from tests.faultkit import study_toml
 
 
@@ -50,7 +50,7 @@ def test_garbage_line_is_refused_with_file_and_line_then_repaired(tmp_path: Path
     path.write_bytes(b"\n".join(lines))
     with pytest.raises(JournalDamagedError, match=r"optuna\.journal is damaged: line\(s\) 3 ") as err:
         _load(path)
-    assert "python -m search.journal" in str(err.value) and "--repair" in str(err.value)
+    assert "python -m search.study.journal" in str(err.value) and "--repair" in str(err.value)
 
     assert journal_main([str(path)]) == 2  # check only
     assert journal_main([str(path), "--repair"]) == 0

@@ -8,7 +8,7 @@ import warnings
 import optuna
 import pytest
 
-from search.plots import study_figures
+from search.tracking.figures import study_figures
 
 
 def _study(n_trials: int) -> optuna.Study:

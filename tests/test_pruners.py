@@ -9,8 +9,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.samplers import build_pruner, format_pruner, parse_pruner
-from search.study_def import StudyDef, load_study
+from search.study.samplers_pruners import build_pruner, format_pruner, parse_pruner
+from search.study.definition import StudyDef, load_study
 from tests.test_study_def import STUDY, _replace, write
 
 
@@ -26,8 +26,24 @@ def test_parse_pruner_reads_numbers_and_names_the_bad_item():
     assert parse_pruner("percentile:percentile=40.0") == {"name": "percentile", "percentile": 40.0}
     with pytest.raises(ValueError, match="'min_resource' in 'sha:min_resource': expected key=value"):
         parse_pruner("sha:min_resource")
-    with pytest.raises(ValueError, match="'patience' in 'median:patience=2'; expected one of"):
+    with pytest.raises(ValueError, match=r"'median:patience=2': pruner 'median' takes \['n_startup_trials', "
+                                         r"'n_warmup_steps'\], not \['patience'\]"):
         parse_pruner("median:patience=2")
+
+
+@pytest.mark.parametrize("text, keys", [("median:reduction_factor=4", "['n_startup_trials', 'n_warmup_steps']"),
+                                        ("hyperband:percentile=40.0", "['min_resource', 'reduction_factor']"),
+                                        ("none:n_startup_trials=2", "no settings")])
+def test_a_key_of_another_pruner_is_refused_with_the_keys_this_one_takes(text: str, keys: str) -> None:
+    with pytest.raises(ValueError) as err:
+        parse_pruner(text)
+    assert keys in str(err.value) and text.split(":")[0] in str(err.value)
+
+
+def test_a_study_file_setting_its_pruner_does_not_take_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, _replace('name = "median"', 'name = "median"\nreduction_factor = 4'), "bad.toml")
+    with pytest.raises(ValueError, match=r"bad.toml: \[pruner\] pruner 'median' takes"):
+        load_study(path)
 
 
 @pytest.mark.parametrize("text", ["none", "sha:min_resource=2,reduction_factor=4", "percentile:percentile=40.0"])
@@ -59,7 +75,8 @@ def test_percentile_pruner_keeps_only_the_top_percentile(tmp_path: Path) -> None
 
 
 def test_pruner_override_takes_settings_and_keeps_the_file_s_keys_for_the_same_pruner(sdef: StudyDef) -> None:
-    from search.run import apply_overrides, parse_args
+    from search.run import parse_args
+    from search.session import apply_overrides
 
     args = parse_args(["--pruner", "percentile:percentile=40.0,n_startup_trials=3"])
     assert apply_overrides(sdef, args).pruner == {"name": "percentile", "percentile": 40.0, "n_startup_trials": 3}

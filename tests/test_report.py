@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from search.report import main as report_main
+from search.report.study_report import main as report_main
 from tests.test_ui import TinyStudy
 
 SECTIONS = ("leaderboard", "history", "pruning", "importances", "parallel", "per-class", "overlays", "fingerprint")

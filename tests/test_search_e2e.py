@@ -153,7 +153,7 @@ class E2E:
                 "--device", "cpu", *extra]
 
     def predict_args(self, out: Path, *extra: str) -> list[str]:
-        return ["--study", str(self.study_file), "--storage", self.storage, "--tracking-uri", self.tracking_uri,
+        return ["--study", STUDY, "--storage", self.storage, "--tracking-uri", self.tracking_uri,
                 "--device", "cpu", "--out", str(out), *extra]
 
     def experiment_id(self, name: str = STUDY) -> str:

@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy
 from mlflow.tracking import MlflowClient
 
-from search.signals import deferred_signals
-from search.tracking import Tracker
+from search.guards.signals import deferred_signals
+from search.tracking.client import Tracker
 
 
 class Stop(Exception):

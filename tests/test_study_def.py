@@ -10,9 +10,9 @@ import optuna
 import pytest
 
 from seg.config import Config, ModelConfig, TransformConfig
-from search.space import CONDITIONS, InfeasibleConfigError, RunOptions, check_feasible, config_from_trial, sample_values
-from search.storage import StudyMismatchError, check_identity, describe_changes
-from search.study_def import STUDIES_DIR, StudyDef, load_study
+from search.study.space import CONDITIONS, InfeasibleConfigError, RunOptions, check_feasible, config_from_trial, sample_values
+from search.study.identity import StudyMismatchError, check_identity, describe_changes
+from search.study.definition import STUDIES_DIR, StudyDef, load_study
 
 STUDY = """
 [study]

@@ -25,7 +25,7 @@ import optuna
 import pytest
 
 from search.run import main as run_main
-from search.ui import main as ui_main
+from search.ui.launcher import main as ui_main
 
 REPO = Path(__file__).resolve().parent.parent
 READY_LINE = "press Ctrl-C to stop them"

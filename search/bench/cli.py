@@ -23,7 +23,7 @@ from search.bench.settings import (
     tiny_sizes,
     write_study,
 )
-from search.samplers import pruner_arg
+from search.study.samplers_pruners import pruner_arg
 
 
 def pruner_label(text: str) -> str:

@@ -1,9 +1,8 @@
-"""Run real harness trials for the benchmark: temp Optuna + MLflow sqlite storages, `search.run.prepare`,
+"""Run real harness trials for the benchmark: temp Optuna + MLflow sqlite storages, `search.session.prepare`,
 and `study.optimize(Objective(ctx))`, exactly the path `python -m search.run` takes (no display)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 import time
@@ -16,7 +15,9 @@ from pathlib import Path
 import optuna
 
 from search.objective import Objective, TrialContext, TrialFailed
-from search.run import parse_args, prepare
+from search.session import prepare
+from search.settings import RunSettings
+from search.study.samplers_pruners import parse_pruner
 
 
 @dataclass(frozen=True)
@@ -34,18 +35,12 @@ def temp_storages(prefix: str = "bench-") -> Iterator[Path]:
         yield Path(tmp)
 
 
-def harness_args(root: Path, study: str, *, pruner: str | None = None, epochs: int | None = None, seed: int = 0,
-                 device: str = "cpu", study_name: str | None = None) -> argparse.Namespace:
-    """The `search.run` arguments for a study whose storages live under `root`."""
-    argv = ["--study", study, "--storage", f"sqlite:///{root}/optuna.db",
-            "--tracking-uri", f"sqlite:///{root}/mlruns/mlflow.db", "--seed", str(seed), "--device", device]
-    if pruner:
-        argv += ["--pruner", pruner]
-    if epochs:
-        argv += ["--epochs", str(epochs)]
-    if study_name:
-        argv += ["--study-name", study_name]
-    return parse_args(argv)
+def harness_settings(root: Path, study: str, *, pruner: str | None = None, epochs: int | None = None, seed: int = 0,
+                     device: str = "cpu", study_name: str | None = None) -> RunSettings:
+    """The `search.run` settings for a study whose storages live under `root`."""
+    return RunSettings(study=study, storage=f"sqlite:///{root}/optuna.db", tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db",
+                       seed=seed, device=device, pruner=parse_pruner(pruner) if pruner else None, epochs=epochs,
+                       study_name=study_name)
 
 
 def quiet_optuna() -> None:
@@ -56,9 +51,9 @@ def quiet_optuna() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
-def prepare_study(args: argparse.Namespace) -> tuple[optuna.Study, TrialContext]:
+def prepare_study(settings: RunSettings) -> tuple[optuna.Study, TrialContext]:
     quiet_optuna()
-    return prepare(args)
+    return prepare(settings)
 
 
 def optimize(study: optuna.Study, ctx: TrialContext, n_trials: int) -> StudyRun:
@@ -68,5 +63,5 @@ def optimize(study: optuna.Study, ctx: TrialContext, n_trials: int) -> StudyRun:
         study.optimize(Objective(ctx), n_trials=n_trials, catch=(TrialFailed,), gc_after_trial=False)
         status = "FINISHED"
     finally:
-        ctx.tracker.close_open_runs(status)
+        ctx.tracking.tracker.close_open_runs(status)
     return StudyRun(study, time.perf_counter() - start)

@@ -1,6 +1,6 @@
 """Harness overhead: one config trained by bare `seg.train.fit` and as a real harness trial.
 
-The harness trial goes through `search.run.prepare` and `Objective` with temp sqlite storages:
+The harness trial goes through `search.session.prepare` and `Objective` with temp sqlite storages:
 MLflow run, params, per-epoch batched metrics, Optuna report/should_prune (median pruner, which
 cannot prune the first trial), artifacts. The bare run trains the trial's own config (same seed,
 data and epochs) with no callback. Two figures: the wall-clock ratio of the two runs, and the
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from search.bench.harness import harness_args, optimize, prepare_study, temp_storages
+from search.bench.harness import harness_settings, optimize, prepare_study, temp_storages
 from search.bench.settings import Sizes, fixed_study_toml, write_study
 from seg.config import Config
 from seg.loaders import resolve_dataset
@@ -28,7 +28,7 @@ def harness_trial(cfg: Config) -> tuple[dict[str, Any], Config, Any]:
     """One trial of a study whose space is fixed to `cfg`; returns (timing attr, trained config, data)."""
     with temp_storages("bench-overhead-") as root:
         study_file = write_study(fixed_study_toml(cfg, "bench-overhead"), root, "bench-overhead")
-        study, ctx = prepare_study(harness_args(root, str(study_file), epochs=cfg.train.epochs, device=cfg.train.device))
+        study, ctx = prepare_study(harness_settings(root, str(study_file), epochs=cfg.train.epochs, device=cfg.train.device))
         run = optimize(study, ctx, 1)
         trial = run.study.trials[0]
         if trial.state.name != "COMPLETE":

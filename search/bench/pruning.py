@@ -14,8 +14,8 @@ from typing import Any
 
 import optuna
 
-from search.bench.harness import harness_args, optimize, prepare_study, temp_storages
-from search.study_def import load_study
+from search.bench.harness import harness_settings, optimize, prepare_study, temp_storages
+from search.study.definition import load_study
 
 PRUNERS = ("none", "sha", "hyperband", "median")
 EPOCHS_GOAL = 3.0  # >= 3x fewer epochs than no pruning
@@ -29,8 +29,8 @@ def run_one(root: Path, study_file: str, pruner: str, seed: int, trials: int, ep
     The wall time is `study.optimize` alone: storage schema and dataset loading are done before it.
     """
     name = f"{load_study(study_file).name}-{pruner}-s{seed}"
-    args = harness_args(root, study_file, pruner=pruner, epochs=epochs, seed=seed, device=device, study_name=name)
-    study, ctx = prepare_study(args)
+    settings = harness_settings(root, study_file, pruner=pruner, epochs=epochs, seed=seed, device=device, study_name=name)
+    study, ctx = prepare_study(settings)
     run = optimize(study, ctx, trials)
     return summarize_trials(run.study.trials, run.wall_s) | {"pruner": pruner, "seed": seed}
 

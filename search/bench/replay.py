@@ -31,7 +31,7 @@ from scipy.stats import spearmanr
 
 from search.bench.merge import differing_key, pruning_section
 from search.bench.report import markdown_table
-from search.samplers import build_pruner, parse_pruner
+from search.study.samplers_pruners import build_pruner, parse_pruner
 
 DEFAULT_SETTINGS = ("sha", "sha:reduction_factor=4", "sha:min_resource=2", "sha:min_early_stopping_rate=1",
                     "hyperband", "median", "median:n_startup_trials=3",

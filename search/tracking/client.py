@@ -23,9 +23,14 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from search.signals import deferred_signals
+from search.guards.signals import deferred_signals
+from search.study.storage import ensure_sqlite_parent
 from seg.train import EpochResult
 
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+# The Optuna <-> MLflow links: a trial's user attr names its run, the study's names its parent run.
+RUN_ID_ATTR = "mlflow_run_id"
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
 STATUS_FOR_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUNNING": "RUNNING"}
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAMS_PER_BATCH = 100
@@ -211,3 +216,9 @@ def _param_value(value: Any) -> str:
 
 def _tag_value(value: Any) -> str:
     return str(value)[:MAX_TAG_LENGTH]
+
+
+def ensure_tracking_schema(tracking_uri: str) -> None:
+    """Touch the MLflow store once so its tables exist before trials (and workers) start."""
+    ensure_sqlite_parent(tracking_uri)
+    Tracker(tracking_uri).ping()

@@ -26,7 +26,7 @@ import optuna
 from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from search.stale import retried_numbers
+from search.study.stale import retried_numbers
 
 
 def counted_trials(trials: list[FrozenTrial]) -> int:

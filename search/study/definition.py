@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.samplers import PRUNERS, PRUNER_KEYS, build_pruner
+from search.study.samplers_pruners import PRUNERS, SAMPLERS, build_pruner, settings_for
 from seg.config import DataConfig, ModelConfig, TrainConfig, TransformConfig
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
-SAMPLERS = ("tpe", "random", "gp", "cmaes")
+STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 METRICS = ("val_miou",)
-SAMPLER_KEYS = {"name", "n_startup_trials"}
 SECTIONS = {"model": ModelConfig, "train": TrainConfig, "transforms": TransformConfig}
 # Keys the space understands beyond the config fields: scale_jitter s gives scale (1-s, 1+s).
 DERIVED_KEYS = {"transforms": {"scale_jitter"}}
@@ -110,8 +108,6 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
     budget = raw.get("budget", {})
     _no_unknown(path, "[budget]", budget, {"trials", "max_epochs", "timeout_s", "trial_timeout_s"})
     _no_unknown(path, "[baseline]", raw.get("baseline", {}), {"params"})
-    _no_unknown(path, "[sampler]", raw.get("sampler", {}), SAMPLER_KEYS)
-    _no_unknown(path, "[pruner]", raw.get("pruner", {}), PRUNER_KEYS)
     data = raw.get("data", {})
     _no_unknown(path, "[data]", data, {f.name for f in dataclasses.fields(DataConfig)})
     sdef = StudyDef(
@@ -179,10 +175,8 @@ def _check(sdef: StudyDef) -> None:
         raise ValueError(f"{p}: [study] metric={sdef.metric!r}; expected one of {list(METRICS)}")
     if sdef.direction not in ("maximize", "minimize"):
         raise ValueError(f"{p}: [study] direction={sdef.direction!r}; expected 'maximize' or 'minimize'")
-    if sdef.sampler["name"] not in SAMPLERS:
-        raise ValueError(f"{p}: [sampler] name={sdef.sampler['name']!r}; expected one of {list(SAMPLERS)}")
-    if sdef.pruner["name"] not in PRUNERS:
-        raise ValueError(f"{p}: [pruner] name={sdef.pruner['name']!r}; expected one of {list(PRUNERS)}")
+    settings_for("sampler", SAMPLERS, sdef.sampler, where=f"{p}: [sampler] ")
+    settings_for("pruner", PRUNERS, sdef.pruner, where=f"{p}: [pruner] ")
     try:  # Optuna's own checks (reduction_factor >= 2, 0 <= percentile <= 100, ...), named by the file
         build_pruner(sdef.pruner, max(sdef.max_epochs, 1))
     except (TypeError, ValueError) as exc:

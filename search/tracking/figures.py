@@ -1,20 +1,18 @@
-"""Study plots on the parent run (optuna.visualization.matplotlib): history, pruning curves,
-importances and parallel coordinates."""
+"""The study's figures (optuna.visualization.matplotlib): history, pruning curves, importances and
+parallel coordinates. One builder for both the parent run's `plots/` and the HTML report."""
 
 from __future__ import annotations
 
 import warnings
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import matplotlib.pyplot as plt
 import optuna
 from optuna.visualization import matplotlib as ovm
 
-from search.tracking import Tracker
+from search.tracking.client import Tracker
 
+# Importances and parallel coordinates compare complete trials: they need two.
+MIN_COMPLETE = {"param_importances": 2, "parallel_coordinate": 2}
 PLOTS = {
     "optimization_history": ovm.plot_optimization_history,
     "intermediate_values": ovm.plot_intermediate_values,
@@ -23,20 +21,21 @@ PLOTS = {
 }
 
 
+def study_figure(study: optuna.Study, name: str) -> plt.Figure:
+    """One of PLOTS for the study; Optuna raises ValueError or RuntimeError where the study cannot have it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna marks the matplotlib backend experimental
+        ax = PLOTS[name](study)
+    if name == "intermediate_values":
+        _drop_long_legend(ax)
+    return ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+
+
 def study_figures(study: optuna.Study) -> dict[str, plt.Figure]:
     """The figures that the study's trials allow (importances need two complete trials)."""
-    figures = {}
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    for name, plot in PLOTS.items():
-        if name in ("param_importances", "parallel_coordinate") and len(complete) < 2:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # optuna marks the matplotlib backend experimental
-            ax = plot(study)
-        figures[name] = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-        if name == "intermediate_values":
-            _drop_long_legend(ax)
-    return figures
+    return {name: study_figure(study, name) for name in PLOTS
+            if len(complete) >= MIN_COMPLETE.get(name, 0)}
 
 
 def _drop_long_legend(ax: plt.Axes, most: int = 12) -> None:

@@ -6,7 +6,8 @@ import math
 
 import optuna
 
-from search.report_parts.html import Section, note, table
+from search.report.html import Section, note, table
+from search.tracking.client import RUN_ID_ATTR
 
 TrialState = optuna.trial.TrialState
 # Complete trials first (ranked by value), then pruned (ranked by their best report), then the rest.
@@ -65,7 +66,7 @@ def leaderboard_section(study: optuna.Study) -> Section:
     for t in trials:
         detail = t.user_attrs.get("fail_reason", "")
         rows.append([t.number, t.state.name, value_cell(t, maximize), epochs_trained(t), format_params(t.params),
-                     t.user_attrs.get("mlflow_run_id", "-"), detail])
+                     t.user_attrs.get(RUN_ID_ATTR, "-"), detail])
         classes.append("best" if t.number == best_number else "")
     header = ["trial", "state", "val mIoU", "epochs", "params", "MLflow run", "fail reason"]
     legend = ("<p>Ranked by val mIoU, complete trials first. A value in parentheses is the best val mIoU a "

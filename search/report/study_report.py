@@ -14,6 +14,7 @@ to the study's parent MLflow run as `report/study_report.html` (unless --no-log)
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 import shutil
 import sys
 import tempfile
@@ -29,20 +30,33 @@ from seg.config import Config
 from seg.loaders import class_names
 
 from search.registry import best_complete_trial
-from search.report_parts.best_trial import overlay_section, per_class_section
-from search.report_parts.fingerprint import fingerprint_section
-from search.report_parts.html import Section, key_values, page
-from search.report_parts.leaderboard import leaderboard_section
-from search.report_parts.studies import StudyNotFoundError, load_named_study
-from search.report_parts.study_plots import history_section, importance_section, parallel_section, pruning_section
-from search.storage import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+from search.settings import configure_process
+from search.report.best_trial import overlay_section, per_class_section
+from search.report.dataset_section import fingerprint_section
+from search.report.html import Section, key_values, page
+from search.report.leaderboard import leaderboard_section
+from search.study.lookup import StudyNotFoundError, load_named_study
+from search.report.study_sections import history_section, importance_section, parallel_section, pruning_section
+from search.study.storage import DEFAULT_STORAGE
+from search.tracking.client import DEFAULT_TRACKING_URI
+from search.tracking.client import PARENT_RUN_ATTR
 
-PARENT_RUN_ATTR = "mlflow_parent_run_id"
 REPORT_ARTIFACT_DIR = "report"
 REPORT_ARTIFACT_NAME = "study_report.html"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class ReportSettings:
+    study: str
+    storage: str = DEFAULT_STORAGE
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    out: Path | None = None
+    data: str | None = None
+    device: str = "cpu"
+    no_log: bool = False
+
+
+def parse_args(argv: list[str] | None) -> ReportSettings:
     p = argparse.ArgumentParser(prog="python -m search.report", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--study", required=True, help="study name in the Optuna storage")
@@ -52,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", help="dataset folder, if the study's folder dataset is no longer where it was")
     p.add_argument("--device", default="cpu", help="device for the best trial's predictions")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the study's MLflow run")
-    return p.parse_args(argv)
+    return ReportSettings(**vars(p.parse_args(argv)))
 
 
 def study_class_names(trial: optuna.trial.FrozenTrial | None) -> list[str] | None:
@@ -61,7 +75,7 @@ def study_class_names(trial: optuna.trial.FrozenTrial | None) -> list[str] | Non
     return list(class_names(Config.from_dict(trial.user_attrs["config"]).data))
 
 
-def header(study: optuna.Study, best: optuna.trial.FrozenTrial | None, parent: str | None, args: argparse.Namespace) -> str:
+def header(study: optuna.Study, best: optuna.trial.FrozenTrial | None, parent: str | None, args: ReportSettings) -> str:
     counts = {s.name: 0 for s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                                   optuna.trial.TrialState.FAIL)}
     for t in study.get_trials(deepcopy=False):
@@ -76,7 +90,7 @@ def header(study: optuna.Study, best: optuna.trial.FrozenTrial | None, parent: s
 
 
 def build_sections(study: optuna.Study, best: optuna.trial.FrozenTrial | None, parent: str | None,
-                   client: MlflowClient, args: argparse.Namespace, tmp: Path) -> list[Section]:
+                   client: MlflowClient, args: ReportSettings, tmp: Path) -> list[Section]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # matplotlib/optuna layout chatter
         return [
@@ -100,7 +114,7 @@ def log_report(client: MlflowClient, parent: str, report: Path) -> str:
     return f"{REPORT_ARTIFACT_DIR}/{REPORT_ARTIFACT_NAME}"
 
 
-def write_report(args: argparse.Namespace) -> tuple[Path, str | None]:
+def write_report(args: ReportSettings) -> tuple[Path, str | None]:
     """Build and write the HTML; returns its path and the study's parent run id (None if it has none)."""
     study = load_named_study(args.study, args.storage)
     client = MlflowClient(args.tracking_uri)
@@ -117,6 +131,7 @@ def write_report(args: argparse.Namespace) -> tuple[Path, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    configure_process()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         out, parent = write_report(args)

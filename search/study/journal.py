@@ -1,7 +1,7 @@
 """Check, and where it is safe repair, an Optuna journal file before it is opened.
 
-    python -m search.journal studies/optuna.journal            # check: exit 0 if sound, 2 if damaged
-    python -m search.journal studies/optuna.journal --repair   # back it up, drop the damaged lines
+    python -m search.study.journal studies/optuna.journal            # check: exit 0 if sound, 2 if damaged
+    python -m search.study.journal studies/optuna.journal --repair   # back it up, drop the damaged lines
 
 Optuna reads a journal line by line. A torn last line (a writer killed mid-write, a full disk) is
 skipped silently, and the next write then fails deep inside Optuna; a garbage line elsewhere fails
@@ -69,7 +69,7 @@ def check_journal(path: Path) -> None:
             raise JournalDamagedError(
                 f"Optuna journal {path} is damaged: line(s) {shown} are not journal records"
                 f"{' and its last line is torn' if damage.torn_tail else ''}. Stop every worker, then run "
-                f"`python -m search.journal {path} --repair` (it keeps a full backup and drops only those lines).")
+                f"`python -m search.study.journal {path} --repair` (it keeps a full backup and drops only those lines).")
         if damage.torn_tail:
             saved = _cut_torn_tail(path, damage.torn_tail)
             warnings.warn(f"Optuna journal {path}: its last line was torn (a writer died mid-write); the "
@@ -99,7 +99,7 @@ def repair_journal(path: Path) -> tuple[Path, JournalDamage]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.journal", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m search.study.journal", description=__doc__.split("\n\n")[0])
     p.add_argument("journal", type=Path)
     p.add_argument("--repair", action="store_true", help="back up the file, then drop the damaged lines")
     args = p.parse_args(argv)

@@ -12,11 +12,11 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc import save_model
 from mlflow.types.schema import Schema, TensorSpec
 
-from search.tracking import Tracker
+from search.tracking.client import Tracker
 
 MODEL_ARTIFACT = "model"
 CODE_FILE = Path(__file__).with_name("pyfunc_model.py")
-PACKAGE_DIRS = [str(Path(__file__).resolve().parent.parent / "seg")]
+PACKAGE_DIRS = [str(Path(__file__).resolve().parents[2] / "seg")]
 # Any number of images of any size: (N, H, W, 3) uint8 in, (N, H, W) uint8 out.
 SIGNATURE = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
                            outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]))

@@ -3,10 +3,6 @@ and the model in MLflow's pyfunc flavour (loadable with `mlflow.pyfunc.load_mode
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: figures are only written to files
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -16,8 +12,8 @@ from seg.data import SegmentationData
 from seg.predict import Predictor, label_image
 from seg.train import FitResult
 
-from search.pyfunc import log_pyfunc_model
-from search.tracking import Tracker
+from search.tracking.pyfunc import log_pyfunc_model
+from search.tracking.client import Tracker
 
 N_OVERLAYS = 4
 

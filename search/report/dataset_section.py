@@ -9,7 +9,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from search.report_parts.html import Section, key_values, note, table
+from search.report.html import Section, key_values, note, table
 
 FINGERPRINT_ARTIFACT = "dataset_fingerprint.json"
 

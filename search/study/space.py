@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from seg.config import Config
 
-from search.study_def import Dimension, StudyDef
+from search.study.definition import Dimension, StudyDef
 
 # child param -> (parent param, parent values for which the child is sampled)
 CONDITIONS: dict[str, tuple[str, frozenset[str]]] = {

@@ -12,10 +12,6 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: figures are only rendered to bytes
-
 import matplotlib.pyplot as plt
 from PIL import Image
 

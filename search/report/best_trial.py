@@ -18,9 +18,10 @@ from seg.data import SegmentationData
 from seg.loaders import resolve_dataset
 from seg.predict import Predictor, label_image, overlay_image
 
-from search.artifacts import iou_confusion_figure
+from search.tracking.artifacts import iou_confusion_figure
 from search.predict import ArtifactError, fetch_checkpoint
-from search.report_parts.html import Section, esc, image, image_grid, note, pil_image, table
+from search.report.html import Section, esc, image, image_grid, note, pil_image, table
+from search.tracking.client import RUN_ID_ATTR
 
 CONFUSION_ARTIFACT = "metrics/confusion.json"
 N_OVERLAYS = 4
@@ -43,7 +44,7 @@ def per_class_section(client: MlflowClient, trial: optuna.trial.FrozenTrial | No
     title = "Best trial: per-class IoU and confusion matrix"
     if trial is None:
         return Section("per-class", title, note("No complete trial yet."))
-    run_id = trial.user_attrs.get("mlflow_run_id", "")
+    run_id = trial.user_attrs.get(RUN_ID_ATTR, "")
     try:
         names, confusion = load_confusion(client, run_id, tmp)
     except (MlflowException, OSError, KeyError, ValueError) as err:

@@ -18,6 +18,7 @@ Neither server has authentication: binding to anything but loopback needs --allo
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 import shutil
 import signal
 import socket
@@ -27,10 +28,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from search.report_parts.studies import StudyNotFoundError, load_named_study, storage_must_exist, study_id
-from search.servers import Server, ServerFailed, start, stop_all, supervise, wait_ready
-from search.storage import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
-from search.tracking import artifact_root_for
+from search.study.lookup import StudyNotFoundError, load_named_study, storage_must_exist, study_id
+from search.settings import configure_process
+from search.ui.servers import Server, ServerFailed, start, stop_all, supervise, wait_ready
+from search.study.storage import DEFAULT_STORAGE
+from search.tracking.client import DEFAULT_TRACKING_URI
+from search.tracking.client import artifact_root_for
+from search.tracking.client import RUN_ID_ATTR
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 START_TIMEOUT_S = 90.0  # MLflow needs ~15 s on a busy 2-core box; leave room
@@ -44,7 +48,19 @@ class StopRequested(Exception):
     """Ctrl-C or SIGTERM: stop both servers and exit 0."""
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class UiSettings:
+    storage: str = DEFAULT_STORAGE
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    mlflow_port: int = 5000
+    dashboard_port: int = 8080
+    host: str = "127.0.0.1"
+    allow_remote: bool = False
+    study: str | None = None  # the study's name in the storage
+    start_timeout: float = START_TIMEOUT_S
+
+
+def parse_args(argv: list[str] | None) -> UiSettings:
     p = argparse.ArgumentParser(prog="python -m search.ui", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL or journal file path")
@@ -56,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="allow a --host other than loopback (neither server has authentication)")
     p.add_argument("--study", help="a study name: print direct links to its MLflow experiment and dashboard page")
     p.add_argument("--start-timeout", type=float, default=START_TIMEOUT_S, help="seconds to wait for both servers")
-    return p.parse_args(argv)
+    return UiSettings(**vars(p.parse_args(argv)))
 
 
 # --------------------------------------------------------------------------- checks before starting
@@ -86,14 +102,14 @@ def check_port_free(host: str, port: int, flag: str) -> None:
                              f"stop whatever uses it or choose another port with {flag} N") from None
 
 
-def check_ports(args: argparse.Namespace) -> None:
+def check_ports(args: UiSettings) -> None:
     if args.mlflow_port == args.dashboard_port:
         raise UsageError(f"--mlflow-port and --dashboard-port are both {args.mlflow_port}; expected two different ports")
     check_port_free(args.host, args.mlflow_port, "--mlflow-port")
     check_port_free(args.host, args.dashboard_port, "--dashboard-port")
 
 
-def check_stores(args: argparse.Namespace) -> None:
+def check_stores(args: UiSettings) -> None:
     """Both stores must already exist: a typo must not start a UI on a fresh, empty store."""
     if args.tracking_uri.startswith(("http://", "https://")):
         raise UsageError(f"--tracking-uri {args.tracking_uri} is already an MLflow server: open it in a browser; "
@@ -117,7 +133,7 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def mlflow_server(args: argparse.Namespace, log_dir: Path) -> Server:
+def mlflow_server(args: UiSettings, log_dir: Path) -> Server:
     argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", args.tracking_uri,
             "--host", args.host, "--port", str(args.mlflow_port), "--workers", "1"]
     artifacts = artifact_root_for(args.tracking_uri)
@@ -136,7 +152,7 @@ def dashboard_executable() -> str:
     return found
 
 
-def dashboard_server(args: argparse.Namespace, log_dir: Path) -> Server:
+def dashboard_server(args: UiSettings, log_dir: Path) -> Server:
     argv = [dashboard_executable(), args.storage, "--host", args.host, "--port", str(args.dashboard_port)]
     return Server("optuna-dashboard", "--dashboard-port", args.dashboard_port, argv,
                   f"http://{url_host(args.host)}:{args.dashboard_port}", "/api/meta", log_dir / "optuna-dashboard.log")
@@ -152,7 +168,7 @@ def _request_stop(signum: int, frame: Any) -> None:
 # --------------------------------------------------------------------------- links
 
 
-def study_links(name: str, args: argparse.Namespace, mlflow_url: str, dashboard_url: str) -> list[str]:
+def study_links(name: str, args: UiSettings, mlflow_url: str, dashboard_url: str) -> list[str]:
     """Direct links for one study: its dashboard page, MLflow experiment, best run and registered model."""
     from mlflow.tracking import MlflowClient  # only needed with --study; keeps plain start-up light
 
@@ -177,7 +193,7 @@ def study_links(name: str, args: argparse.Namespace, mlflow_url: str, dashboard_
 
 def _best_run_id(study: Any) -> str | None:
     try:
-        return study.best_trial.user_attrs.get("mlflow_run_id")
+        return study.best_trial.user_attrs.get(RUN_ID_ATTR)
     except ValueError:  # no complete trial yet
         return None
 
@@ -185,7 +201,7 @@ def _best_run_id(study: Any) -> str | None:
 # --------------------------------------------------------------------------- main
 
 
-def prepare(args: argparse.Namespace, log_dir: Path) -> tuple[list[Server], list[str]]:
+def prepare(args: UiSettings, log_dir: Path) -> tuple[list[Server], list[str]]:
     """Every check that needs no server: host, ports, stores, the study's links."""
     check_host(args.host, args.allow_remote)
     check_ports(args)
@@ -204,7 +220,7 @@ def announce(servers: list[Server], links: list[str]) -> None:
     print("Both are running; press Ctrl-C to stop them.", flush=True)
 
 
-def run(args: argparse.Namespace, log_dir: Path) -> int:
+def run(args: UiSettings, log_dir: Path) -> int:
     servers, links = prepare(args, log_dir)
     try:
         for server in servers:
@@ -231,6 +247,7 @@ def run(args: argparse.Namespace, log_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    configure_process()
     log_dir = Path(tempfile.mkdtemp(prefix="search-ui-"))
     previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     rc = 2

@@ -15,8 +15,9 @@ import warnings
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.lease import last_renewal
-from search.tracking import Tracker, TrackingUnavailable, trial_run_name
+from search.study.lease import last_renewal
+from search.tracking.client import Tracker, TrackingUnavailable, trial_run_name
+from search.tracking.client import RUN_ID_ATTR
 
 RETRY_OF_ATTR = "retry_of"
 
@@ -41,7 +42,7 @@ class StaleTrialHandler:
                           "retry_history": [*history, trial.number]}))
 
     def _kill_run(self, trial: FrozenTrial, reason: str) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if not run_id:
             return
         try:
@@ -60,7 +61,7 @@ def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
 def reconcile_orphaned_runs(tracker: Tracker, experiment_id: str, trials: list[FrozenTrial]) -> list[str]:
     """End the MLflow runs left RUNNING by trials that have finished (a worker killed before it could
     end its run, a tracking server that was down): each gets the status of its trial's state."""
-    finished = {t.user_attrs.get("mlflow_run_id"): t for t in trials if t.state.is_finished()}
+    finished = {t.user_attrs.get(RUN_ID_ATTR): t for t in trials if t.state.is_finished()}
     fixed = []
     for run_id in tracker.running_run_ids(experiment_id):
         trial = finished.get(run_id)

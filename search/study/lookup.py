@@ -6,7 +6,7 @@ from pathlib import Path
 
 import optuna
 
-from search.storage import open_storage
+from search.study.storage import open_storage
 
 
 class StudyNotFoundError(LookupError):

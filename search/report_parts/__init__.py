@@ -1,1 +1,0 @@
-"""Pieces of the study report (`python -m search.report`) and shared look-ups of stored studies."""

@@ -1,0 +1,114 @@
+"""Everything before the first trial of a run, in order, and the tracking wrap-up after the last.
+
+definition -> dataset (validated and decoded once) -> fingerprint -> MLflow schema -> Optuna
+storage and study -> MLflow parent run -> the `TrialContext` every trial shares.
+
+The parent (or only) process creates both schemas, the study and its parent run, and ends the
+MLflow runs that dead workers left RUNNING; a worker (`--worker-index`) joins what exists.
+Bad input here (a study file, a dataset, a changed study) is the user's to fix: a clear error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import optuna
+
+from search.objective import TrialContext
+from search.settings import RunSettings
+from search.study.definition import StudyDef, load_study
+from search.study.identity import check_identity
+from search.study.samplers_pruners import build_pruner, build_sampler, format_pruner
+from search.study.stale import StaleTrialHandler, reconcile_orphaned_runs
+from search.study.storage import check_shared_storage, open_storage
+from search.tracking.client import PARENT_RUN_ATTR, Tracker, TrackingUnavailable, ensure_tracking_schema, git_commit
+from search.tracking.figures import log_study_plots
+from search.tracking.fingerprint import dataset_fingerprint
+from search.tracking.trial_run import StudyTracking
+from search.workers import derive_seed
+from seg.config import DataConfig
+from seg.loaders import class_names, resolve_dataset
+
+
+def apply_overrides(sdef: StudyDef, settings: RunSettings) -> StudyDef:
+    """The definition as this run uses it: name, sampler, pruner and epochs from the command line."""
+    sampler = {**sdef.sampler, "name": settings.sampler} if settings.sampler else sdef.sampler
+    pruner = sdef.pruner
+    if settings.pruner:  # the file's other keys hold for its own pruner only: `--pruner median` is Optuna's median
+        same = settings.pruner["name"] == sdef.pruner["name"]
+        pruner = {**sdef.pruner, **settings.pruner} if same else dict(settings.pruner)
+    return replace(sdef, name=settings.study_name or sdef.name, sampler=sampler, pruner=pruner,
+                   max_epochs=settings.epochs or sdef.max_epochs)
+
+
+def open_study(sdef: StudyDef, settings: RunSettings) -> optuna.Study:
+    """Create or resume the study; refuse one stored from another definition."""
+    stale = StaleTrialHandler(settings.tracking_uri, settings.grace_period) if settings.heartbeat_interval else None
+    storage = open_storage(settings.storage, settings.heartbeat_interval, settings.grace_period, stale)
+    seed = derive_seed(settings.seed, settings.worker_index or 0)
+    study = optuna.create_study(study_name=sdef.name, storage=storage, direction=sdef.direction,
+                                sampler=build_sampler(sdef.sampler, seed),
+                                pruner=build_pruner(sdef.pruner, sdef.max_epochs), load_if_exists=True)
+    check_identity(study, sdef)
+    if not settings.is_worker and study.metric_names != [sdef.metric]:
+        study.set_metric_names([sdef.metric])  # optuna-dashboard then labels its axes "val_miou"
+    if not settings.is_worker and sdef.baseline and not settings.no_baseline and not study.trials:
+        study.enqueue_trial(sdef.baseline, user_attrs={"baseline": True})
+    return study
+
+
+def start_parent_run(tracker: Tracker, study: optuna.Study, sdef: StudyDef, fingerprint: dict[str, Any],
+                     tags: dict[str, str]) -> tuple[str, str]:
+    """One parent run per study: created on the first run, reopened when the study resumes."""
+    experiment_id = tracker.experiment_id(sdef.name)
+    existing = study.user_attrs.get(PARENT_RUN_ATTR)
+    if existing:
+        return experiment_id, tracker.reopen_run(existing)
+    run_id = tracker.start_run(experiment_id, f"study-{sdef.name}", tags)
+    study.set_user_attr(PARENT_RUN_ATTR, run_id)
+    tracker.log_params(run_id, {"study_name": sdef.name, "study_file": str(sdef.path), "direction": sdef.direction,
+                                "metric": sdef.metric, "max_epochs": sdef.max_epochs, "pruner": format_pruner(sdef.pruner),
+                                "dataset_train": fingerprint["counts"]["train"], "dataset_val": fingerprint["counts"]["val"]})
+    tracker.log_dict(run_id, fingerprint, "dataset_fingerprint.json")
+    tracker.log_dict(run_id, sdef.identity(), "study_definition.json")
+    return experiment_id, run_id
+
+
+def prepare(settings: RunSettings) -> tuple[optuna.Study, TrialContext]:
+    """The study and the context its trials share, with both stores ready."""
+    sdef = apply_overrides(load_study(settings.study), settings)
+    if not settings.is_worker:
+        check_shared_storage(settings.storage, settings.workers)
+    if sdef.data_required and not (settings.data or sdef.data.get("root")):
+        raise ValueError(f"study {sdef.path} trains on a folder dataset: pass --data /path/to/dataset "
+                         "(ROOT/train/images, ROOT/train/labels, ROOT/val/images, ROOT/val/labels)")
+    opts = settings.trial_options(sdef.max_epochs, sdef.trial_timeout_s)
+    data_cfg = DataConfig(**{**sdef.data, **({"root": settings.data} if settings.data else {})})
+    data = resolve_dataset(data_cfg)  # validated and decoded once, before any trial
+    fingerprint = dataset_fingerprint(data)
+    if not settings.is_worker:
+        ensure_tracking_schema(settings.tracking_uri)
+    study = open_study(sdef, settings)
+    tracker = Tracker(settings.tracking_uri)
+    tags = {"sampler": sdef.sampler["name"], "pruner": sdef.pruner["name"], "storage": settings.storage,
+            "study_name": sdef.name, "dataset_hash": fingerprint["content_hash"], "git_commit": git_commit() or "unknown"}
+    if settings.is_worker:
+        tags["worker"] = str(settings.worker_index)
+        experiment_id, parent = tracker.experiment_id(sdef.name), study.user_attrs[PARENT_RUN_ATTR]
+    else:
+        experiment_id, parent = start_parent_run(tracker, study, sdef, fingerprint, tags)
+        reconcile_orphaned_runs(tracker, experiment_id, study.get_trials(deepcopy=False))
+    return study, TrialContext(sdef, opts, data, class_names(data_cfg), StudyTracking(tracker, experiment_id, parent, tags))
+
+
+def finish_tracking(ctx: TrialContext, study: optuna.Study, status: str, plots: bool) -> None:
+    """Study plots on the parent run, then end every run this process opened (none left RUNNING)."""
+    if ctx.tracking.error is not None:
+        return  # the store is gone: the next start reconciles the runs it could not end
+    try:
+        if plots:
+            log_study_plots(ctx.tracking.tracker, ctx.tracking.parent_run_id, study)
+        ctx.tracking.tracker.close_open_runs(status)
+    except TrackingUnavailable as err:
+        ctx.tracking.error = str(err)

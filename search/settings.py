@@ -1,0 +1,94 @@
+"""Typed settings of a search run, and the one process set-up every entry point calls.
+
+`RunSettings` is built once, by `search.run.parse_args` from the command line or directly by the
+benchmark; nothing past the CLI module sees an argparse namespace. Field names follow the flags
+(`--total-trials` -> `total_trials`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from search.study.space import RunOptions
+from search.study.storage import DEFAULT_STORAGE
+from search.tracking.client import DEFAULT_TRACKING_URI
+
+# Quiet, bounded MLflow defaults (the user's environment wins): no progress bars in logs, no
+# telemetry, and a dead or slow tracking server fails a call in seconds instead of MLflow's
+# default ~4-20 minutes of retries.
+MLFLOW_ENV_DEFAULTS = {
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
+def configure_process() -> None:
+    """Set-up for an entry point: MLflow's environment defaults and a headless matplotlib backend."""
+    for key, value in MLFLOW_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    import matplotlib
+
+    matplotlib.use("Agg")  # figures are only written to files and data URIs
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """One `search.run`: which study, where it is stored, how many trials, and the per-trial overrides."""
+
+    study: str = "default"  # the definition: a study TOML file, or the name of one in studies/
+    study_name: str | None = None  # the study's name in the storage (default: the definition's name)
+    storage: str = DEFAULT_STORAGE
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    trials: int | None = None  # trials this run adds (default: the definition's budget.trials)
+    total_trials: int | None = None  # instead: trials the study should hold when done
+    workers: int = 1
+    timeout: float | None = None  # seconds after which no new trial starts
+    heartbeat: int = 10  # 0: no stale-trial detection
+    grace: int | None = None  # default: 3 x heartbeat
+    seed: int = 0
+    device: str = "auto"
+    # Overrides of the definition, for every trial of this run.
+    data: str | None = None
+    epochs: int | None = None
+    trial_timeout: float | None = None
+    memory_limit_gb: float | None = None
+    sampler: str | None = None
+    pruner: Mapping[str, Any] | None = None  # parsed --pruner NAME[:KEY=VALUE,...]
+    no_baseline: bool = False
+    # Set by `--workers` for its child processes.
+    worker_index: int | None = None
+    target_total: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("trials", "total_trials", "heartbeat", "grace"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"--{name.replace('_', '-')} {value}: expected a non-negative number")
+        if self.workers < 1:
+            raise ValueError(f"--workers {self.workers}: expected a positive number")
+        if self.trials is not None and self.total_trials is not None:
+            raise ValueError("give --trials (trials to add) or --total-trials (trials the study should hold), not both")
+
+    @property
+    def is_worker(self) -> bool:
+        return self.worker_index is not None
+
+    @property
+    def heartbeat_interval(self) -> int | None:
+        return self.heartbeat or None
+
+    @property
+    def grace_period(self) -> int | None:
+        return (self.grace or 3 * self.heartbeat) if self.heartbeat else None
+
+    def trial_options(self, max_epochs: int, trial_timeout_s: float | None) -> RunOptions:
+        """What every trial of this run takes from the command line, over the definition's budget."""
+        return RunOptions(data_root=self.data, epochs=max_epochs, device=self.device, seed=self.seed,
+                          trial_timeout_s=self.trial_timeout or trial_timeout_s, memory_limit_gb=self.memory_limit_gb)

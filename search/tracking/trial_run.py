@@ -1,0 +1,109 @@
+"""One trial's MLflow run, from start to end, tolerant of a tracking store that goes away.
+
+The run is a child of the study's parent run, named `trial-007` while it runs and renamed
+`trial-007-complete|pruned|failed` when it ends, with the status that matches the trial's state.
+Once the store stops answering (after MLflow's bounded retries), logging stops for the rest of
+the process (`StudyTracking.error` is set), training goes on, and the runner stops the study.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from search.tracking.artifacts import log_trial_artifacts
+from search.tracking.client import RUN_ID_ATTR, Tracker, TrackingUnavailable, epoch_metrics, trial_run_name
+from seg.config import Config
+from seg.data import SegmentationData
+from seg.train import EpochResult, FitResult, save_result
+
+
+@dataclass
+class StudyTracking:
+    """The MLflow side that every trial of one process shares."""
+
+    tracker: Tracker
+    experiment_id: str
+    parent_run_id: str
+    run_tags: dict[str, str]
+    error: str | None = None  # set when the tracking store stopped answering
+
+
+class TrialRun:
+    """The trial's run: `start`, log, `end`. No call raises when the store is gone, except `start`."""
+
+    def __init__(self, shared: StudyTracking, trial: optuna.Trial) -> None:
+        self.shared, self.trial = shared, trial
+        self.run_id: str | None = None
+
+    def start(self) -> None:
+        """Open the run and link it to the trial; raises TrackingUnavailable when the store is gone."""
+        shared, trial = self.shared, self.trial
+        if shared.error is None:
+            try:
+                self.run_id = shared.tracker.start_run(
+                    shared.experiment_id, f"trial-{trial.number:03d}",
+                    {**shared.run_tags, "trial_number": trial.number, "trial_state": "RUNNING"},
+                    parent_id=shared.parent_run_id)
+                trial.set_user_attr(RUN_ID_ATTR, self.run_id)
+                if "worker" in shared.run_tags:
+                    trial.set_user_attr("worker", int(shared.run_tags["worker"]))
+                return
+            except TrackingUnavailable as err:
+                shared.error = str(err)
+        trial.set_user_attr("tracking_error", shared.error)
+        raise TrackingUnavailable(shared.error)
+
+    def log_config(self, cfg: Config, study_name: str) -> None:
+        """The resolved config: flattened as params, whole as `config.json`."""
+        self._call(self.shared.tracker.log_params, self.run_id, {**cfg.flatten(), **self._ids(study_name)})
+        self._call(self.shared.tracker.log_dict, self.run_id, cfg.to_dict(), "config.json")
+
+    def log_sampled(self, study_name: str) -> None:
+        """A rejected config has no resolved form; log what was sampled so the run shows why."""
+        self._call(self.shared.tracker.log_params, self.run_id, {**self.trial.params, **self._ids(study_name)})
+
+    def log_epoch(self, record: EpochResult, class_names: tuple[str, ...]) -> None:
+        """One batched call per epoch; MLflow's step is the 0-based epoch."""
+        self._call(self.shared.tracker.log_metrics, self.run_id, epoch_metrics(record, class_names), step=record.epoch)
+
+    def log_artifacts(self, cfg: Config, result: FitResult, data: SegmentationData,
+                      class_names: tuple[str, ...]) -> None:
+        """Checkpoint, figures and the pyfunc model of a completed trial."""
+        if self.shared.error is not None:
+            return
+        with tempfile.TemporaryDirectory(prefix="trial-") as tmp:
+            ckpt = save_result(Path(tmp) / "best.pt", cfg, result, class_names)
+            self._call(log_trial_artifacts, self.shared.tracker, self.run_id, ckpt, data, result)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._call(self.shared.tracker.set_tags, self.run_id, tags)
+
+    def end(self, state: str, reason: str | None = None, status: str | None = None) -> None:
+        """End the run with the trial's state (status KILLED/FAILED for a FAIL may be given)."""
+        trial = self.trial
+        if self.shared.error is not None:
+            trial.set_user_attr("tracking_error", self.shared.error)
+        detail = trial.user_attrs.get("fail_detail") if state == "FAIL" else None
+        if detail:
+            self.set_tags({"fail_detail": detail})
+        self._call(self.shared.tracker.end_run, self.run_id, state, reason=reason,
+                   name=trial_run_name(trial.number, state), status=status)
+
+    def _ids(self, study_name: str) -> dict[str, Any]:
+        return {"trial_number": self.trial.number, "study_name": study_name}
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the tracker unless it already failed; a failure stops MLflow logging, never the training."""
+        if self.shared.error is not None or self.run_id is None:
+            return None
+        try:
+            return method(*args, **kwargs)
+        except TrackingUnavailable as err:
+            self.shared.error = str(err)
+            return None
