@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from seg.config import Config, TransformConfig
-from seg.data import SegmentationData, Split
-from seg.transforms import IGNORE_INDEX, build_eval_transform
+from seg.data import IGNORE_INDEX, SegmentationData, Split
+from seg.transforms import build_eval_transform
 
 # Share of free GPU memory the stacked dataset may take; the rest is for the model and activations.
 MAX_FREE_MEMORY_SHARE = 0.25

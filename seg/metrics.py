@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from seg.data import IGNORE_INDEX
+
 
 class ConfusionMatrix:
     """Accumulates a (num_classes, num_classes) matrix, rows = truth, columns = prediction.
@@ -20,7 +22,7 @@ class ConfusionMatrix:
     Lives on the model's device; `update` does no host sync, so it can run every step.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu") -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, device: torch.device | str = "cpu") -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.mat = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from seg.checkpoint import Checkpoint, load_checkpoint
-from seg.data import IMAGE_SUFFIXES, decode_image
+from seg.data import IGNORE_INDEX, IMAGE_SUFFIXES, decode_image
 from seg.model import UNet
 from seg.runtime import resolve_device
 from seg.transforms import Normalize
@@ -94,7 +94,7 @@ def palette(num_classes: int) -> list[int]:
             for channel in range(3):
                 colours[index, channel] |= ((c >> channel) & 1) << (7 - bit)
             c >>= 3
-    colours[255] = 255
+    colours[IGNORE_INDEX] = 255  # white
     return [int(v) for v in colours.reshape(-1)]
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from seg.checkpoint import save_checkpoint
 from seg.config import Config, load_config
-from seg.data import SegmentationData
+from seg.data import IGNORE_INDEX, SegmentationData
 from seg.gpu_data import device_data_decision, device_loaders
 from seg.loaders import build_loaders, class_names, resolve_dataset
 from seg.metrics import ConfusionMatrix, SegScores
@@ -37,7 +37,6 @@ from seg.runtime import (
 )
 from seg.transforms import Normalize
 
-IGNORE_INDEX = 255
 # Host syncs for the non-finite check: every step on CPU (free), every N steps on CUDA.
 CUDA_FINITE_CHECK_EVERY = 25
 

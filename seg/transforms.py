@@ -18,8 +18,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from seg.config import TransformConfig
+from seg.data import IGNORE_INDEX
 
-IGNORE_INDEX = 255
 FILL = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
 
 Pipeline = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[tv_tensors.Image, tv_tensors.Mask]]

@@ -23,7 +23,7 @@ from seg.data.errors import (
     UnreadableFileError,
 )
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = 255  # the label value every loss, metric, pad and fill ignores; defined here only
 
 _EXIF_ORIENTATION_TAG = 0x0112
 _WIDE_INT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
