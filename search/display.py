@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from search.objective import Progress
+from search.tracking.client import RUN_ID_ATTR
 
 
 def state_counts(study: optuna.Study) -> Counter:
@@ -90,7 +91,8 @@ def print_summary(console: Console, study: optuna.Study, storage: str, tracking_
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if complete:
         best = study.best_trial
-        console.print(f"best trial {best.number}: val mIoU {best.value:.4f}, MLflow run {best.user_attrs.get('mlflow_run_id')}")
+        console.print(f"best trial {best.number}: val mIoU {best.value:.4f}, "
+                      f"MLflow run {best.user_attrs.get(RUN_ID_ATTR)}")
     else:
         console.print("no trial completed yet")
     # soft_wrap: commands must stay on one line so they can be copied.

@@ -24,14 +24,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
-from seg.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from seg.predict import Predictor, iter_inputs, predict_files
-
-from search.study.storage import DEFAULT_STORAGE
-from search.tracking.client import DEFAULT_TRACKING_URI
 from search.settings import configure_process
 from search.study.lookup import StudyNotFoundError, load_named_study
-from search.tracking.client import RUN_ID_ATTR
+from search.study.storage import DEFAULT_STORAGE
+from search.tracking.client import DEFAULT_TRACKING_URI, RUN_ID_ATTR
+from seg.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from seg.predict import Predictor, iter_inputs, predict_files
 
 CHECKPOINT_ARTIFACT = "checkpoint/best.pt"
 PYFUNC_FLAVOR = "python_function"

@@ -28,11 +28,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
-from search.tracking.pyfunc import MODEL_ARTIFACT
 from search.study.lookup import StudyNotFoundError, load_named_study
 from search.study.storage import DEFAULT_STORAGE
-from search.tracking.client import DEFAULT_TRACKING_URI
-from search.tracking.client import RUN_ID_ATTR
+from search.tracking.client import DEFAULT_TRACKING_URI, RUN_ID_ATTR
+from search.tracking.pyfunc import MODEL_ARTIFACT
 
 CHAMPION = "champion"
 # Re-reading the best after moving the alias converges in one extra pass unless trials keep

@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> RunSettings:
                    "studies/ (the other tools take the name in the storage, which --study-name sets)")
     p.add_argument("--study-name", help="the study's name in the storage, which the other tools' --study takes "
                    "(default: the definition's study.name)")
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL (sqlite, postgresql) or journal file path")
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help="Optuna storage URL (sqlite, postgresql) or journal file path")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI,
                    help="MLflow tracking URI; a sqlite URI keeps artifacts in an 'artifacts' folder beside the DB")
     p.add_argument("--data", help="dataset folder (ROOT/train|val/images|labels); default: the study's dataset")
@@ -76,12 +77,14 @@ def parse_args(argv: list[str] | None = None) -> RunSettings:
                         "as in [pruner], e.g. percentile:percentile=40.0,n_startup_trials=3")
     p.add_argument("--epochs", type=int, help="max epochs per trial (default: the study's budget.max_epochs)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed (worker i derives its own); trial n trains with seed+n")
+    p.add_argument("--seed", type=int, default=0,
+                   help="sampler seed (worker i derives its own); trial n trains with seed+n")
     p.add_argument("--heartbeat", type=int, default=10, help="seconds between a running trial's heartbeats; 0 turns "
                    "stale-trial detection off")
     p.add_argument("--grace", type=int, help="seconds without a heartbeat after which a trial is stale: failed, its "
                    "MLflow run KILLED, and retried once with the same params (default: 3 x --heartbeat)")
-    p.add_argument("--no-baseline", action="store_true", help="do not enqueue the study's [baseline] as the first trial")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="do not enqueue the study's [baseline] as the first trial")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers for its children
     p.add_argument("--target-total", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -122,12 +125,14 @@ def optimize(study: optuna.Study, ctx: TrialContext, settings: RunSettings, targ
     """Trials until the study holds `target` counted trials (shared with the other workers)."""
     if settings.trials == 0:
         return  # set-up only: schemas, study and parent run exist now
-    quota = TrialQuota(study, target, lock_path_for(settings.storage, study.study_name), wait_for_running=settings.heartbeat > 0)
+    quota = TrialQuota(study, target, lock_path_for(settings.storage, study.study_name),
+                       wait_for_running=settings.heartbeat > 0)
     ctx.on_trial_start = quota.release
     try:
         if quota.claim():
             study.optimize(Objective(ctx), n_trials=None, timeout=settings.timeout or ctx.sdef.timeout_s,
-                           catch=(TrialFailed,), callbacks=[display_callback, AfterTrial(ctx, quota, settings.tracking_uri)],
+                           catch=(TrialFailed,),
+                           callbacks=[display_callback, AfterTrial(ctx, quota, settings.tracking_uri)],
                            gc_after_trial=False)
     finally:
         quota.release()
@@ -166,7 +171,8 @@ def run_workers(settings: RunSettings, argv: list[str], study: optuna.Study, ctx
                 target: int, console: Console) -> int:
     """Start the workers, wait for them, then plots and the end of the parent run (here, once)."""
     start = time.monotonic()
-    console.print(f"{settings.workers} workers on study {study.study_name!r} ({settings.storage}), until it holds {target} trials")
+    console.print(f"{settings.workers} workers on study {study.study_name!r} ({settings.storage}), "
+                  f"until it holds {target} trials")
     pool = WorkerPool.start(argv, settings.workers, target, settings.device)
     status = "FAILED"
     try:

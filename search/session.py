@@ -33,9 +33,12 @@ from seg.loaders import class_names, resolve_dataset
 
 def apply_overrides(sdef: StudyDef, settings: RunSettings) -> StudyDef:
     """The definition as this run uses it: name, sampler, pruner and epochs from the command line."""
-    sampler = {**sdef.sampler, "name": settings.sampler} if settings.sampler else sdef.sampler
+    # The file's other keys hold for its own sampler or pruner only: `--pruner median` is Optuna's median.
+    sampler = sdef.sampler
+    if settings.sampler and settings.sampler != sdef.sampler["name"]:
+        sampler = {"name": settings.sampler}
     pruner = sdef.pruner
-    if settings.pruner:  # the file's other keys hold for its own pruner only: `--pruner median` is Optuna's median
+    if settings.pruner:
         same = settings.pruner["name"] == sdef.pruner["name"]
         pruner = {**sdef.pruner, **settings.pruner} if same else dict(settings.pruner)
     return replace(sdef, name=settings.study_name or sdef.name, sampler=sampler, pruner=pruner,
@@ -67,9 +70,10 @@ def start_parent_run(tracker: Tracker, study: optuna.Study, sdef: StudyDef, fing
         return experiment_id, tracker.reopen_run(existing)
     run_id = tracker.start_run(experiment_id, f"study-{sdef.name}", tags)
     study.set_user_attr(PARENT_RUN_ATTR, run_id)
-    tracker.log_params(run_id, {"study_name": sdef.name, "study_file": str(sdef.path), "direction": sdef.direction,
-                                "metric": sdef.metric, "max_epochs": sdef.max_epochs, "pruner": format_pruner(sdef.pruner),
-                                "dataset_train": fingerprint["counts"]["train"], "dataset_val": fingerprint["counts"]["val"]})
+    tracker.log_params(run_id, {
+        "study_name": sdef.name, "study_file": str(sdef.path), "direction": sdef.direction, "metric": sdef.metric,
+        "max_epochs": sdef.max_epochs, "pruner": format_pruner(sdef.pruner),
+        "dataset_train": fingerprint["counts"]["train"], "dataset_val": fingerprint["counts"]["val"]})
     tracker.log_dict(run_id, fingerprint, "dataset_fingerprint.json")
     tracker.log_dict(run_id, sdef.identity(), "study_definition.json")
     return experiment_id, run_id
@@ -92,14 +96,16 @@ def prepare(settings: RunSettings) -> tuple[optuna.Study, TrialContext]:
     study = open_study(sdef, settings)
     tracker = Tracker(settings.tracking_uri)
     tags = {"sampler": sdef.sampler["name"], "pruner": sdef.pruner["name"], "storage": settings.storage,
-            "study_name": sdef.name, "dataset_hash": fingerprint["content_hash"], "git_commit": git_commit() or "unknown"}
+            "study_name": sdef.name, "dataset_hash": fingerprint["content_hash"],
+            "git_commit": git_commit() or "unknown"}
     if settings.is_worker:
         tags["worker"] = str(settings.worker_index)
         experiment_id, parent = tracker.experiment_id(sdef.name), study.user_attrs[PARENT_RUN_ATTR]
     else:
         experiment_id, parent = start_parent_run(tracker, study, sdef, fingerprint, tags)
         reconcile_orphaned_runs(tracker, experiment_id, study.get_trials(deepcopy=False))
-    return study, TrialContext(sdef, opts, data, class_names(data_cfg), StudyTracking(tracker, experiment_id, parent, tags))
+    tracking = StudyTracking(tracker, experiment_id, parent, tags)
+    return study, TrialContext(sdef, opts, data, class_names(data_cfg), tracking)
 
 
 def finish_tracking(ctx: TrialContext, study: optuna.Study, status: str, plots: bool) -> None:

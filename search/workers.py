@@ -79,8 +79,8 @@ class WorkerPool:
     def start(cls, argv: list[str], workers: int, target: int, device: str) -> WorkerPool:
         gpus = visible_gpus(device)
         # Own sessions: a terminal's Ctrl-C reaches only the parent, which forwards exactly one SIGINT.
-        procs = [subprocess.Popen(worker_argv(argv, i, target), env=worker_env(i, workers, gpus), start_new_session=True)
-                 for i in range(workers)]
+        procs = [subprocess.Popen(worker_argv(argv, i, target), env=worker_env(i, workers, gpus),
+                                  start_new_session=True) for i in range(workers)]
         return cls(procs)
 
     def wait(self) -> list[int]:

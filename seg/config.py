@@ -7,10 +7,12 @@ and flattens to `section.key` strings for MLflow params. Nothing here imports to
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+import tomllib
 
 UPSAMPLE_TYPES = ("transpose", "bilinear", "pixelshuffle")
 NORM_TYPES = ("batch", "group", "none")
@@ -186,7 +188,8 @@ class Config:
         unknown = set(data) - set(_SECTIONS)
         if unknown:
             raise ValueError(f"{source}: unknown section(s) {sorted(unknown)}; expected {list(_SECTIONS)}")
-        parts = {name: _build_section(kind, data.get(name, {}), f"{source} [{name}]") for name, kind in _SECTIONS.items()}
+        parts = {name: _build_section(kind, data.get(name, {}), f"{source} [{name}]")
+                 for name, kind in _SECTIONS.items()}
         try:
             return cls(**parts)
         except ValueError as err:
@@ -194,7 +197,8 @@ class Config:
 
     def flatten(self) -> dict[str, Any]:
         """`{"model.depth": 4, ...}`: one entry per leaf, for MLflow params."""
-        return {f"{section}.{key}": value for section, values in self.to_dict().items() for key, value in values.items()}
+        return {f"{section}.{key}": value
+                for section, values in self.to_dict().items() for key, value in values.items()}
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
         """Copy with some keys of some sections changed, e.g. `cfg.replace(train={"epochs": 2})`."""

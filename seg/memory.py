@@ -19,9 +19,9 @@ from torch import nn
 
 from seg.config import Config
 from seg.data import SegmentationData
+from seg.gpu_data import clear_device_data
 from seg.model import UNet, build_unet
 from seg.optim import build_optimizer
-from seg.gpu_data import clear_device_data
 from seg.runtime import MODEL_CACHE, precision_for
 from seg.train import train_step
 

@@ -31,7 +31,8 @@ class Schedule:
         self.sched: LRScheduler | ReduceLROnPlateau | None = None
         if self.kind == "plateau":
             # Reads val mIoU, so it maximises (the report used patience=5 on the val metric).
-            self.sched = ReduceLROnPlateau(optimizer, mode="max", patience=cfg.plateau_patience, factor=cfg.plateau_factor)
+            self.sched = ReduceLROnPlateau(optimizer, mode="max", patience=cfg.plateau_patience,
+                                           factor=cfg.plateau_factor)
         elif self.kind == "cosine":
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
         elif self.kind == "onecycle":

@@ -116,7 +116,8 @@ def iter_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            files += sorted(p for p in item.iterdir()
+                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
         elif item.is_file():
             files.append(item)
         else:

@@ -1,4 +1,5 @@
-"""Device choice, seeding, mixed-precision settings and the compiled-model cache: the runtime side of a `TrainConfig`."""
+"""Device choice, seeding, mixed-precision settings and the compiled-model cache: the runtime side of a
+`TrainConfig`."""
 
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ class CompiledModelCache:
         self.hits = 0
 
     @contextlib.contextmanager
-    def lease(self, cfg: ModelConfig, prec: Precision, compile_model: bool) -> Iterator[tuple[nn.Module, nn.Module, bool]]:
+    def lease(self, cfg: ModelConfig, prec: Precision,
+              compile_model: bool) -> Iterator[tuple[nn.Module, nn.Module, bool]]:
         """Yields (model, step_model, reused): step_model is the compiled wrapper when `compile_model`."""
         fresh = build_unet(cfg)  # seeded init, identical whether or not the cache hits
         if not compile_model:

@@ -113,8 +113,8 @@ def _fit_loop(cfg: Config, data: SegmentationData, model: nn.Module, step_model:
     stale = 0
     for epoch in range(cfg.train.epochs):
         start = time.perf_counter()
-        train_loss, data_s, n_images = train_one_epoch(step_model, norm, train_loader, optimizer, schedule, scaler, prec,
-                                                       cfg.train.grad_clip)
+        train_loss, data_s, n_images = train_one_epoch(step_model, norm, train_loader, optimizer, schedule, scaler,
+                                                       prec, cfg.train.grad_clip)
         train_s = time.perf_counter() - start
         # Eager model for validation: whole images of varying sizes would make a compiled model
         # recompile per shape; it shares the compiled one's weights.
@@ -139,8 +139,8 @@ def _fit_loop(cfg: Config, data: SegmentationData, model: nn.Module, step_model:
     return result
 
 
-def train_one_epoch(model: nn.Module, norm: Normalize, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer,
-                    schedule: Schedule, scaler: torch.amp.GradScaler, prec: Precision,
+def train_one_epoch(model: nn.Module, norm: Normalize, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                    optimizer: torch.optim.Optimizer, schedule: Schedule, scaler: torch.amp.GradScaler, prec: Precision,
                     grad_clip: float) -> tuple[float, float, int]:
     """One pass over the loader; returns (mean loss, seconds waiting for data, images seen)."""
     model.train()

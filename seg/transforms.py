@@ -79,7 +79,8 @@ def five_crop_box(height: int, width: int, size: int, view: int) -> tuple[int, i
     return (height - size) // 2, (width - size) // 2
 
 
-def five_crop_view(image: tv_tensors.Image, mask: tv_tensors.Mask, size: int, view: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+def five_crop_view(image: tv_tensors.Image, mask: tv_tensors.Mask, size: int,
+                   view: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
     """One of the five crops, cut identically from image and mask."""
     top, left = five_crop_box(image.shape[-2], image.shape[-1], size, view)
     return TF.crop(image, top, left, size, size), TF.crop(mask, top, left, size, size)
@@ -93,7 +94,8 @@ class FiveCropTrain:
         self.resize = _compose(_resize(cfg))
         self.augment = _compose(_augment(cfg))
 
-    def __call__(self, image: tv_tensors.Image, mask: tv_tensors.Mask, view: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+    def __call__(self, image: tv_tensors.Image, mask: tv_tensors.Mask,
+                 view: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         image, mask = self.resize(image, mask)
         image, mask = five_crop_view(image, mask, self.size, view)
         return self.augment(image, mask)

@@ -1,19 +1,25 @@
-"""Helpers for the multi-process and fault-injection tests: tiny study files, CLI subprocesses,
-and real servers (PostgreSQL, MLflow) on 127.0.0.1 that are always stopped afterwards."""
+"""Helpers for the multi-process, server and fault-injection tests: CLI subprocesses (`search.run`,
+`search.ui`) and real servers (PostgreSQL, MLflow) on 127.0.0.1 that are always stopped afterwards.
+The tiny study files and their storages are `tests.studykit`'s."""
 
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -21,50 +27,11 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from search.study.storage import open_storage
+from tests.studykit import PARENT_TAG, STATUS_FOR_STATE, StudyEnv
 
 REPO = Path(__file__).resolve().parent.parent
-STATUS_FOR_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
-PARENT_TAG = "mlflow.parentRunId"
-
-
-def study_toml(name: str, epochs: int = 2, pruner: str = "none", sampler: str = "random", trials: int = 4,
-               extra: str = "") -> str:
-    """A tiny study: depth-2 UNet (4 -> 16 channels) on 16 + 6 procedural images, 32 px crops."""
-    return f"""
-[study]
-name = "{name}"
-
-[data]
-num_classes = 10
-synth_train = 16
-synth_val = 6
-
-[budget]
-trials = {trials}
-max_epochs = {epochs}
-
-[sampler]
-name = "{sampler}"
-
-[pruner]
-name = "{pruner}"
-{extra}
-
-[space.model]
-depth = 2
-base_channels = 4
-max_channels = 16
-upsample = {{ choices = ["bilinear", "transpose"] }}
-
-[space.train]
-optimizer = {{ choices = ["adam", "sgd"] }}
-lr = {{ low = 1e-3, high = 1e-2, log = true }}
-momentum = {{ low = 0.8, high = 0.95 }}
-batch_size = 8
-
-[space.transforms]
-crop_size = 32
-"""
+UI_READY_LINE = "press Ctrl-C to stop them"
+UI_START_DEADLINE_S = 150.0  # both servers on a busy 2-core box; a deadline, not a timing assertion
 
 
 def free_port() -> int:
@@ -225,10 +192,108 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def _answers(url: str) -> bool:
-    import urllib.request
-
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
             return r.status == 200
     except OSError:
         return False
+
+
+# --------------------------------------------------------------------------- search.ui as a subprocess
+
+
+def process_groups_alive(pgids: set[int]) -> dict[int, str]:
+    """Live (non-zombie) processes whose process group is in `pgids`: pid -> command line."""
+    alive = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # exited while we looked
+            continue
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) in pgids and state != "Z":
+            alive[int(entry.name)] = cmd
+    return alive
+
+
+@dataclass
+class UiProcess:
+    """`python -m search.ui` as a subprocess; its output is collected by a reader thread."""
+
+    args: list[str]
+    tmp: Path  # TMPDIR of search.ui: the server logs it keeps after a failure stay in the test's folder
+    proc: subprocess.Popen | None = None
+    lines: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "search.ui", *self.args], cwd=REPO, text=True,
+                                     env={**os.environ, "TMPDIR": str(self.tmp)}, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self, deadline_s: float = UI_START_DEADLINE_S) -> None:
+        end = time.monotonic() + deadline_s
+        while UI_READY_LINE not in self.output:
+            assert self.proc.poll() is None, f"search.ui exited with {self.proc.returncode}:\n{self.output}"
+            assert time.monotonic() < end, f"search.ui not ready after {deadline_s} s:\n{self.output}"
+            time.sleep(0.3)
+
+    def child_pids(self) -> set[int]:
+        return {int(p) for p in re.findall(r"started .*?: pid (\d+)", self.output)}
+
+    def link(self, label: str) -> str:
+        match = re.search(rf"{label}\s+(http://\S+)", self.output)
+        assert match, f"no {label!r} link in:\n{self.output}"
+        return match.group(1)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def cleanup(self) -> None:
+        """At teardown (or after a failed test): stop it the user's way, and never leave a server behind."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pgid in self.child_pids():
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def started_ui(env: StudyEnv, *extra: str, name: str | None = None) -> Iterator[UiProcess]:
+    """Generator for fixtures: a ready `search.ui --study NAME` on free ports over `env`'s storages;
+    always cleaned up."""
+    ui = UiProcess(env.read_args("--mlflow-port", str(free_port()), "--dashboard-port", str(free_port()), *extra,
+                                 name=name), env.root)
+    ui.start()
+    try:
+        ui.wait_ready()
+        yield ui
+    finally:
+        ui.cleanup()
+
+
+def http_json(url: str, body: dict | None = None) -> dict:
+    """GET (or POST `body` to) a JSON API; the answer must be 200."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 200, url
+        return json.loads(resp.read())

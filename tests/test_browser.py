@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.test_ui import TinyStudy, UiProcess, make_tiny_study, process_groups_alive, started_ui
+from tests.faultkit import UiProcess, process_groups_alive, started_ui
+from tests.studykit import StudyEnv, make_tiny_study
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -50,13 +51,13 @@ def assert_not_blank(img: Image.Image) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyStudy]:
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudyEnv]:
     with pytest.MonkeyPatch.context() as mp:
         yield make_tiny_study(tmp_path_factory.mktemp("browser"), mp)
 
 
 @pytest.fixture(scope="module")
-def ui(tiny: TinyStudy) -> Iterator[UiProcess]:
+def ui(tiny: StudyEnv) -> Iterator[UiProcess]:
     gen = started_ui(tiny)
     ui = next(gen)
     try:
@@ -69,7 +70,7 @@ def ui(tiny: TinyStudy) -> Iterator[UiProcess]:
         gen.close()
 
 
-def test_mlflow_run_page_renders_the_trial(tiny: TinyStudy, ui: UiProcess, tmp_path: Path) -> None:
+def test_mlflow_run_page_renders_the_trial(tiny: StudyEnv, ui: UiProcess, tmp_path: Path) -> None:
     best = tiny.study().best_trial
     url = f"{ui.link('MLflow experiment')}/runs/{best.user_attrs['mlflow_run_id']}"
     assert_not_blank(screenshot(url, tmp_path / "mlflow-run.png"))
@@ -78,7 +79,7 @@ def test_mlflow_run_page_renders_the_trial(tiny: TinyStudy, ui: UiProcess, tmp_p
     assert f"study-{tiny.name}" in dom  # its parent (study) run is linked
 
 
-def test_dashboard_study_page_renders(tiny: TinyStudy, ui: UiProcess, tmp_path: Path) -> None:
+def test_dashboard_study_page_renders(tiny: StudyEnv, ui: UiProcess, tmp_path: Path) -> None:
     url = ui.link("optuna-dashboard study")
     assert_not_blank(screenshot(url, tmp_path / "optuna-dashboard.png"))
     dom = rendered_dom(url, tmp_path)

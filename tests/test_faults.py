@@ -11,39 +11,15 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
+import search.tracking.trial_run
 import seg.gpu_data
 import seg.train
-import search.tracking.trial_run
-from search.run import main as run_main
-from search.study.storage import open_storage
 from search.tracking.client import trial_run_name
-from tests.faultkit import (all_runs, assert_consistent, cli_env, running_trial_with_progress, start_run, study_toml,
-                            wait_for)
+from tests.faultkit import all_runs, assert_consistent, cli_env, running_trial_with_progress, start_run, wait_for
+from tests.studykit import StudyEnv
 
 FAIL, COMPLETE = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE
-
-
-class Env:
-    """A tiny study file and SQLite storages in a temp dir."""
-
-    def __init__(self, root: Path, name: str, storage: str | None = None, **toml: object) -> None:
-        self.root, self.name = root, name
-        self.file = root / f"{name}.toml"
-        self.file.write_text(study_toml(name, **toml))
-        self.storage = storage or f"sqlite:///{root}/optuna.db"
-        self.tracking = f"sqlite:///{root}/mlruns/mlflow.db"
-
-    def args(self, *extra: str) -> list[str]:
-        return ["--study", str(self.file), "--storage", self.storage, "--tracking-uri", self.tracking,
-                "--device", "cpu", *extra]
-
-    def study(self) -> optuna.Study:
-        return optuna.load_study(study_name=self.name, storage=open_storage(self.storage))
-
-    def run(self, trial: optuna.trial.FrozenTrial):
-        return MlflowClient(self.tracking).get_run(trial.user_attrs["mlflow_run_id"])
 
 
 @pytest.fixture
@@ -72,24 +48,24 @@ def _fail_once(monkeypatch: pytest.MonkeyPatch, module: object, name: str, make_
 
 
 def test_cuda_oom_during_training_fails_the_trial_and_the_study_goes_on(tmp_path, monkeypatch, in_process) -> None:
-    env = Env(tmp_path, "oom", trials=2)
+    env = StudyEnv(tmp_path, "oom", trials=2)
 
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
 
     _fail_once(monkeypatch, seg.train, "train_step", oom)
-    assert run_main(env.args()) == 0
+    assert env.run() == 0
     first, second = env.study().trials
     assert first.state == FAIL and first.user_attrs["fail_reason"] == "oom"
     assert "out of memory during training" in first.user_attrs["fail_detail"]
-    run = env.run(first)
+    run = env.trial_run(first)
     assert run.info.status == "FAILED" and run.data.tags["fail_reason"] == "oom"
     assert second.state == COMPLETE, "the study continues after an OOM"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: GPU memory must return to its baseline")
 def test_cuda_memory_is_back_at_baseline_after_an_oom(tmp_path, monkeypatch, in_process) -> None:
-    env = Env(tmp_path, "oom-gpu", trials=2)
+    env = StudyEnv(tmp_path, "oom-gpu", trials=2)
     baseline = torch.cuda.memory_allocated()
 
     def oom(model, x, *args, **kwargs):
@@ -97,70 +73,71 @@ def test_cuda_memory_is_back_at_baseline_after_an_oom(tmp_path, monkeypatch, in_
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
     _fail_once(monkeypatch, seg.train, "train_step", oom)
-    assert run_main([*env.args()[:-2], "--device", "cuda"]) == 0
+    assert env.run(device="cuda") == 0
     first = env.study().trials[0]
     assert first.user_attrs["fail_reason"] == "oom"
     assert first.user_attrs["cuda_memory_allocated_after"] == baseline
 
 
 def test_config_over_the_memory_limit_is_rejected_before_training(tmp_path, in_process) -> None:
-    env = Env(tmp_path, "memcap", trials=2)
-    assert run_main(env.args("--memory-limit-gb", "0.0001")) == 0
+    env = StudyEnv(tmp_path, "memcap", trials=2)
+    assert env.run("--memory-limit-gb", "0.0001") == 0
     for t in env.study().trials:
         assert t.state == FAIL and t.user_attrs["fail_reason"] == "oom"
         assert "exceeds" in t.user_attrs["fail_detail"] and "before training" in t.user_attrs["fail_detail"]
         assert "epochs_trained" not in t.user_attrs, "rejected at once, nothing trained"
         assert t.user_attrs["memory_estimate_gib"] > 0.0001
-        assert env.run(t).data.tags["fail_reason"] == "oom"
+        assert env.trial_run(t).data.tags["fail_reason"] == "oom"
 
 
 def test_memory_limit_keeps_configs_that_fit(tmp_path, in_process) -> None:
-    env = Env(tmp_path, "memfit", trials=1)
-    assert run_main(env.args("--memory-limit-gb", "4")) == 0
+    env = StudyEnv(tmp_path, "memfit", trials=1)
+    assert env.run("--memory-limit-gb", "4") == 0
     (t,) = env.study().trials
     assert t.state == COMPLETE and 0 < t.user_attrs["memory_estimate_gib"] < 4
 
 
 def test_non_finite_loss_fails_at_once_and_is_never_best(tmp_path, monkeypatch, in_process) -> None:
-    env = Env(tmp_path, "nan", trials=2, epochs=3)
+    env = StudyEnv(tmp_path, "nan", trials=2, epochs=3)
     _fail_once(monkeypatch, seg.train, "masked_cross_entropy", lambda logits, target: logits.sum() * float("nan"))
-    assert run_main(env.args()) == 0
+    assert env.run() == 0
     study = env.study()
     nan_trial, good = study.trials
     assert nan_trial.state == FAIL and nan_trial.user_attrs["fail_reason"] == "nan"
     assert not nan_trial.intermediate_values, "stopped in its first epoch"
     assert study.best_trial.number == good.number
-    assert env.run(nan_trial).data.tags["fail_reason"] == "nan"
+    assert env.trial_run(nan_trial).data.tags["fail_reason"] == "nan"
 
 
 def test_hung_trial_is_failed_by_its_wall_clock_limit(tmp_path, monkeypatch, in_process) -> None:
-    env = Env(tmp_path, "hang", trials=2)
-    # A stuck loader: on CPU `fit` batches the data in host memory by default (seg.gpu_data).
-    _fail_once(monkeypatch, seg.gpu_data.DeviceLoader, "_batch", lambda *a: time.sleep(3600))
+    env = StudyEnv(tmp_path, "hang", trials=2)
+    # A stuck loader: on CPU `fit` batches the data in host memory by default, one `DeviceLoader.batch`
+    # call per batch (its documented per-batch seam).
+    _fail_once(monkeypatch, seg.gpu_data.DeviceLoader, "batch", lambda *a: time.sleep(3600))
     start = time.monotonic()
-    assert run_main(env.args("--trial-timeout", "4")) == 0
+    assert env.run("--trial-timeout", "4") == 0
     assert time.monotonic() - start < 600
     hung, after = env.study().trials
     assert hung.state == FAIL and hung.user_attrs["fail_reason"] == "timeout"
     assert "wall-clock limit of 4 s" in hung.user_attrs["fail_detail"]
-    assert env.run(hung).info.status == "FAILED"
+    assert env.trial_run(hung).info.status == "FAILED"
     assert after.state == COMPLETE
 
 
 def test_a_bug_stops_the_run_with_its_traceback_and_a_failed_run(tmp_path, monkeypatch, in_process) -> None:
-    env = Env(tmp_path, "bug", trials=2)
+    env = StudyEnv(tmp_path, "bug", trials=2)
 
     def bug(*args, **kwargs):
         raise ZeroDivisionError("a real bug")
 
     monkeypatch.setattr(search.tracking.trial_run, "log_trial_artifacts", bug)
     with pytest.raises(ZeroDivisionError, match="a real bug"):
-        run_main(env.args())
+        env.run()
     (t,) = env.study().trials  # the run stopped: no second trial
     assert t.state == FAIL and t.user_attrs["fail_reason"].startswith("error: ZeroDivisionError")
-    run = env.run(t)
+    run = env.trial_run(t)
     assert run.info.status == "FAILED" and "ZeroDivisionError" in run.data.tags["traceback"]
-    assert not [r for r in all_runs(env.tracking, "bug") if r.info.status == "RUNNING"]
+    assert not [r for r in all_runs(env.tracking_uri, "bug") if r.info.status == "RUNNING"]
 
 
 # --------------------------------------------------------------------------- signals and kill -9
@@ -171,9 +148,9 @@ def test_a_bug_stops_the_run_with_its_traceback_and_a_failed_run(tmp_path, monke
                                                       (signal.SIGTERM, 143, 2)])
 def test_signal_mid_trial_fails_it_kills_its_run_and_the_study_resumes(tmp_path: Path, sig, code, workers) -> None:
     # Long trials (60 epochs of ~0.2 s), so the signal surely lands mid-trial.
-    env = Env(tmp_path, "sig", storage=str(tmp_path / "optuna.journal"), trials=workers, epochs=60)
+    env = StudyEnv(tmp_path, "sig", storage=str(tmp_path / "optuna.journal"), trials=workers, epochs=60)
     run_env, log = cli_env(tmp_path / "cache"), tmp_path / "run.log"
-    proc = start_run(env.args("--workers", str(workers)), run_env, log)
+    proc = start_run(env.run_args("--workers", str(workers)), run_env, log)
     wait_for(lambda: running_trial_with_progress(env.storage, env.name) or proc.poll() is not None, 240,
              "a trial in mid-training")
     assert proc.poll() is None, "the run ended before a trial was caught mid-training:\n" + log.read_text()[-3000:]
@@ -183,11 +160,11 @@ def test_signal_mid_trial_fails_it_kills_its_run_and_the_study_resumes(tmp_path:
     interrupted = [t for t in trials if t.user_attrs.get("fail_reason") == "interrupted"]
     assert interrupted and all(t.state == FAIL for t in interrupted)
     assert all(t.state.is_finished() for t in trials), "nothing left RUNNING"
-    assert {env.run(t).info.status for t in interrupted} == {"KILLED"}
-    assert not [r for r in all_runs(env.tracking, env.name) if r.info.status == "RUNNING"]
+    assert {env.trial_run(t).info.status for t in interrupted} == {"KILLED"}
+    assert not [r for r in all_runs(env.tracking_uri, env.name) if r.info.status == "RUNNING"]
     if sig == signal.SIGTERM and workers == 1:  # the command again (shorter trials) resumes the study
         before, parent = len(trials), env.study().user_attrs["mlflow_parent_run_id"]
-        assert start_run(env.args("--epochs", "3"), run_env, log).wait(timeout=300) == 0, log.read_text()[-3000:]
+        assert start_run(env.run_args("--epochs", "3"), run_env, log).wait(timeout=300) == 0, log.read_text()[-3000:]
         after = env.study().trials
         assert len(after) > before and after[-1].state.is_finished()
         assert env.study().user_attrs["mlflow_parent_run_id"] == parent, "the resumed study keeps its parent run"
@@ -197,9 +174,9 @@ def test_signal_mid_trial_fails_it_kills_its_run_and_the_study_resumes(tmp_path:
 @pytest.mark.parametrize("storage_kind", ["journal", "sqlite"])
 def test_kill_9_then_restart_retries_the_stale_trial_once(tmp_path: Path, storage_kind: str) -> None:
     storage = str(tmp_path / "optuna.journal") if storage_kind == "journal" else f"sqlite:///{tmp_path}/optuna.db"
-    env = Env(tmp_path, "kill9", storage=storage, trials=3, epochs=30)
+    env = StudyEnv(tmp_path, "kill9", storage=storage, trials=3, epochs=30)
     run_env, log = cli_env(tmp_path / "cache"), tmp_path / "run.log"
-    args = env.args("--heartbeat", "1", "--grace", "3")
+    args = env.run_args("--heartbeat", "1", "--grace", "3")
     proc = start_run(args, run_env, log)
     victim = wait_for(lambda: running_trial_with_progress(env.storage, env.name) or proc.poll(), 240,
                       "a trial in mid-training")
@@ -218,10 +195,10 @@ def test_kill_9_then_restart_retries_the_stale_trial_once(tmp_path: Path, storag
     retry = retries[0]
     assert retry.params == stale.params and retry.state.is_finished()
     assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == victim.number
-    stale_run = env.run(stale)
+    stale_run = env.trial_run(stale)
     assert stale_run.info.status == "KILLED" and stale_run.info.run_name == trial_run_name(victim.number, "stale")
     assert stale_run.data.tags["fail_reason"].startswith("stale")
-    assert_consistent(env.storage, env.tracking, env.name, expected_counted=3)
+    assert_consistent(env.storage, env.tracking_uri, env.name, expected_counted=3)
     detected = stale.datetime_complete.timestamp() - killed_at
     retried = retry.datetime_start.timestamp() - killed_at
     print(f"\n[figure] kill -9 ({storage_kind}, heartbeat 1 s, grace 3 s, restart at once): stale trial failed "

@@ -3,16 +3,15 @@ damage is refused with an error that names the file and lines, and `search.journ
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import optuna
 import pytest
 
-from search.study.journal import JournalDamagedError, check_journal, main as journal_main
-from search.run import main as run_main
+from search.study.journal import JournalDamagedError, check_journal
+from search.study.journal import main as journal_main
 from search.study.storage import open_storage
-from tests.faultkit import study_toml
+from tests.studykit import StudyEnv
 
 
 def _journal_with_trials(path: Path, n: int = 3) -> None:
@@ -62,15 +61,9 @@ def test_garbage_line_is_refused_with_file_and_line_then_repaired(tmp_path: Path
 
 def test_search_run_reports_a_damaged_journal_clearly(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("SEG_CACHE_DIR", str(tmp_path / "cache"))
-    sigterm = signal.getsignal(signal.SIGTERM)
     path = tmp_path / "optuna.journal"
     path.write_bytes(b'{"op_code": 0, "worker_id": "w", "study_name": "x", "directions": [1]}\nnot json\n{}\n')
-    (tmp_path / "s.toml").write_text(study_toml("s"))
-    try:
-        rc = run_main(["--study", str(tmp_path / "s.toml"), "--storage", str(path), "--device", "cpu",
-                       "--tracking-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db"])
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)
+    rc = StudyEnv(tmp_path, "s", storage=str(path)).run()
     assert rc == 2
     err = capsys.readouterr().err
     assert str(path) in err.replace("\n", "") and "line(s) 2" in err

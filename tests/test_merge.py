@@ -1,11 +1,11 @@
-"""`python -m search.bench.merge`: pruning runs from separate processes, one result and its tables."""
+"""`python -m benchmarks.merge`: pruning runs from separate processes, one result and its tables."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from search.bench.merge import main
+from benchmarks.merge import main
 
 SHARED = {"study": "default", "trials": 12, "max_epochs": 9, "device": "cpu", "goal": {}, "complete": True}
 
@@ -16,7 +16,7 @@ def _run(seed: int, pruner: str, epochs: int, best: float) -> dict:
 
 
 def _write(path: Path, runs: list[dict], **overrides) -> Path:
-    path.write_text(json.dumps({"command": f"python -m search.bench ({path.name})",
+    path.write_text(json.dumps({"command": f"python -m benchmarks ({path.name})",
                                 "machine": {"torch_threads": 1, "env": {"SEG_DEVICE_DATA": "off"}},
                                 "sections": {"pruning": SHARED | {"runs": runs} | overrides}}))
     return path

@@ -9,8 +9,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.study.samplers_pruners import build_pruner, format_pruner, parse_pruner
 from search.study.definition import StudyDef, load_study
+from search.study.samplers_pruners import build_pruner, format_pruner, parse_pruner
 from tests.test_study_def import STUDY, _replace, write
 
 
@@ -65,7 +65,8 @@ def _prunes_at_step_1(sdef: StudyDef, value: float) -> bool:
 
 def test_percentile_pruner_keeps_only_the_top_percentile(tmp_path: Path) -> None:
     settings = "n_startup_trials = 1\nn_warmup_steps = 0"
-    top25 = load_study(write(tmp_path, _replace('name = "median"', f'name = "percentile"\npercentile = 25.0\n{settings}'),
+    top25 = load_study(write(tmp_path,
+                             _replace('name = "median"', f'name = "percentile"\npercentile = 25.0\n{settings}'),
                              "top25.toml"))
     median = load_study(write(tmp_path, _replace('name = "median"', f'name = "median"\n{settings}'), "median.toml"))
     # 0.6 is above the median (0.5) of the completed trials but below their 75th percentile (0.7).
@@ -100,3 +101,15 @@ def test_bad_pruner_override_is_a_usage_error_naming_the_value(text: str, named:
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--pruner" in err and named in err, err
+
+
+@pytest.mark.parametrize("name", ["random", "gp", "tpe"])
+def test_sampler_override_of_another_name_starts_from_its_own_defaults(sdef: StudyDef, name: str) -> None:
+    from search.run import parse_args
+    from search.session import apply_overrides
+    from search.study.samplers_pruners import build_sampler
+
+    sampler = apply_overrides(replace(sdef, sampler={"name": "tpe", "n_startup_trials": 3}),
+                              parse_args(["--sampler", name])).sampler
+    assert sampler == ({"name": "tpe", "n_startup_trials": 3} if name == "tpe" else {"name": name})
+    build_sampler(sampler, seed=0)  # the random sampler takes no n_startup_trials: it must build

@@ -23,7 +23,7 @@ from PIL import Image
 from search.predict import main as predict_main
 from search.registry import CHAMPION, ChampionCallback, champion_uri
 from search.registry import main as registry_main
-from tests.test_ui import TinyStudy
+from tests.studykit import TINY, StudyEnv
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 
@@ -38,11 +38,11 @@ def record_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return records
 
 
-def registry(tiny: TinyStudy) -> MlflowClient:
+def registry(tiny: StudyEnv) -> MlflowClient:
     return MlflowClient(tiny.tracking_uri, registry_uri=tiny.tracking_uri)
 
 
-def assert_champion_is_best(tiny: TinyStudy) -> str:
+def assert_champion_is_best(tiny: StudyEnv) -> str:
     """Checks the alias and the versions; returns the champion's run id."""
     client, study = registry(tiny), tiny.study()
     versions = client.search_model_versions(f"name = '{tiny.name}'")
@@ -58,20 +58,20 @@ def assert_champion_is_best(tiny: TinyStudy) -> str:
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TinyStudy, str, str]]:
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StudyEnv, str, str]]:
     """(study, champion run after the first run, champion run after the resumed second run)."""
     root = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEG_CACHE_DIR", str(root / "cache"))
-        tiny = TinyStudy(root)
-        assert tiny.run(2, 1) == 0
+        tiny = StudyEnv(root, "tiny", trials=2, epochs=1, **TINY)
+        assert tiny.run() == 0
         first = assert_champion_is_best(tiny)
-        assert tiny.run(2, 3) == 0  # resume: two more trials, three epochs each
+        assert tiny.run("--trials", "2", "--epochs", "3") == 0  # resume: two more trials, three epochs each
         second = assert_champion_is_best(tiny)
         yield tiny, first, second
 
 
-def test_alias_follows_best_trial_across_two_runs(two_runs: tuple[TinyStudy, str, str]) -> None:
+def test_alias_follows_best_trial_across_two_runs(two_runs: tuple[StudyEnv, str, str]) -> None:
     tiny, first, second = two_runs
     study = tiny.study()
     assert len(study.trials) == 4
@@ -84,7 +84,7 @@ def test_alias_follows_best_trial_across_two_runs(two_runs: tuple[TinyStudy, str
         assert second == first
 
 
-def test_callback_is_idempotent_and_ignores_non_best(two_runs: tuple[TinyStudy, str, str]) -> None:
+def test_callback_is_idempotent_and_ignores_non_best(two_runs: tuple[StudyEnv, str, str]) -> None:
     tiny, _, champion_run = two_runs
     study, client = tiny.study(), registry(tiny)
     before = sorted(v.version for v in client.search_model_versions(f"name = '{tiny.name}'"))
@@ -96,7 +96,7 @@ def test_callback_is_idempotent_and_ignores_non_best(two_runs: tuple[TinyStudy, 
     assert client.get_model_version_by_alias(tiny.name, CHAMPION).run_id == champion_run
 
 
-def test_champion_loads_with_pyfunc(two_runs: tuple[TinyStudy, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_champion_loads_with_pyfunc(two_runs: tuple[StudyEnv, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     tiny, _, _ = two_runs
     monkeypatch.setattr(sys, "path", list(sys.path))  # load_model prepends the model's code/ folder
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tiny.tracking_uri)  # restored after the test
@@ -110,7 +110,7 @@ def test_champion_loads_with_pyfunc(two_runs: tuple[TinyStudy, str, str], monkey
     assert labels.shape == (1, 33, 47) and labels.dtype == np.uint8 and labels.max() < 10
 
 
-def test_predict_with_champion_model_uri(two_runs: tuple[TinyStudy, str, str], tmp_path: Path,
+def test_predict_with_champion_model_uri(two_runs: tuple[StudyEnv, str, str], tmp_path: Path,
                                          capsys: pytest.CaptureFixture) -> None:
     tiny, _, _ = two_runs
     image = tmp_path / "in" / "odd.png"
@@ -132,16 +132,15 @@ def test_predict_with_champion_model_uri(two_runs: tuple[TinyStudy, str, str], t
     assert not (tmp_path / "none").exists()
 
 
-def test_registry_cli_registers_best_under_another_name(two_runs: tuple[TinyStudy, str, str],
+def test_registry_cli_registers_best_under_another_name(two_runs: tuple[StudyEnv, str, str],
                                                         capsys: pytest.CaptureFixture) -> None:
     tiny, _, champion_run = two_runs
-    args = ["--study", tiny.name, "--model-name", "tiny-copy", "--storage", tiny.storage,
-            "--tracking-uri", tiny.tracking_uri]
+    args = tiny.read_args("--model-name", "tiny-copy")
     assert registry_main(args) == 0
     assert registry_main(args) == 0  # again: same version, no duplicate
     versions = registry(tiny).search_model_versions("name = 'tiny-copy'")
     assert [v.run_id for v in versions] == [champion_run]
     assert registry(tiny).get_model_version_by_alias("tiny-copy", CHAMPION).run_id == champion_run
     assert "models:/tiny-copy@champion" in capsys.readouterr().out
-    assert registry_main(["--study", "nope", "--storage", tiny.storage, "--tracking-uri", tiny.tracking_uri]) == 2
+    assert registry_main(tiny.read_args(name="nope")) == 2
     assert "'nope'" in capsys.readouterr().err

@@ -1,11 +1,11 @@
-"""`python -m search.bench.replay`: recorded no-pruning curves through the real Optuna pruners."""
+"""`python -m benchmarks.replay`: recorded no-pruning curves through the real Optuna pruners."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from search.bench.replay import early_ranks, main, replay
+from benchmarks.replay import early_ranks, main, replay
 
 # Three trials of 3 epochs: the first sets the bar, the second is clearly worse from epoch 1,
 # the third starts slowly and ends best (the crossing curve that aggressive pruning loses).
@@ -42,9 +42,9 @@ def test_early_ranks_skip_short_curves_and_say_when_no_correlation_exists():
 
 def _results(tmp_path: Path, with_curves: bool, seeds: tuple[int, ...] = (0, 1), study: str = "default",
              name: str = "bench.json", max_epochs: int = 3) -> Path:
-    runs = [{"seed": seed, "pruner": "none", "epochs_trained": 9} | (
-        {"curves": [{"number": i, "state": "COMPLETE", "values": v} for i, v in enumerate(CURVES)]} if with_curves else {})
-        for seed in seeds]
+    curves = [{"number": i, "state": "COMPLETE", "values": v} for i, v in enumerate(CURVES)]
+    runs = [{"seed": seed, "pruner": "none", "epochs_trained": 9} | ({"curves": curves} if with_curves else {})
+            for seed in seeds]
     path = tmp_path / name
     path.write_text(json.dumps({"sections": {"pruning": {"study": study, "max_epochs": max_epochs, "runs": runs}}}))
     return path
@@ -56,7 +56,8 @@ def test_cli_prints_one_row_per_setting(tmp_path, capsys):
     assert "replayed on seeds [0, 1]: 3 trials of at most 3 epochs" in out
     assert "how early the value predicts the end, over the 6 full-length curves of seeds [0, 1]" in out
     assert "| 1 | -0.50 | 1 of 1 |" in out and "| 2 | 1.00 | 0 of 1 |" in out  # both seeds' copies pooled
-    assert "sha:min_resource=2" in out and "| none | 1.00 1.00 | 1.00 | 0.0000 0.0000 | 0.0000 | 0.0000 |" in out  # none: ratio 1 on both seeds
+    assert "sha:min_resource=2" in out
+    assert "| none | 1.00 1.00 | 1.00 | 0.0000 0.0000 | 0.0000 | 0.0000 |" in out  # none: ratio 1 on both seeds
 
 
 def test_cli_refuses_results_without_curves_naming_the_file(tmp_path, capsys):

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from search.report.study_report import main as report_main
-from tests.test_ui import TinyStudy
+from tests.studykit import TINY, StudyEnv
 
 SECTIONS = ("leaderboard", "history", "pruning", "importances", "parallel", "per-class", "overlays", "fingerprint")
 WITH_IMAGES = ("history", "pruning", "importances", "parallel", "per-class", "overlays")
@@ -28,24 +28,23 @@ def section(html: str, anchor: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyStudy]:
+def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudyEnv]:
     root = tmp_path_factory.mktemp("report")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEG_CACHE_DIR", str(root / "cache"))
-        tiny = TinyStudy(root)
-        assert tiny.run(3, 2) == 0
+        tiny = StudyEnv(root, "tiny", trials=3, epochs=2, **TINY)
+        assert tiny.run() == 0
         yield tiny
 
 
 @pytest.fixture(scope="module")
-def report(study: TinyStudy, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+def report(study: StudyEnv, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     out = tmp_path_factory.mktemp("out") / "nested" / "tiny.html"
-    rc = report_main(["--study", study.name, "--storage", study.storage, "--tracking-uri", study.tracking_uri,
-                      "--out", str(out)])
+    rc = report_main(study.read_args("--out", str(out)))
     return out, rc
 
 
-def test_report_has_every_section_with_embedded_images(study: TinyStudy, report: tuple[Path, int]) -> None:
+def test_report_has_every_section_with_embedded_images(study: StudyEnv, report: tuple[Path, int]) -> None:
     out, rc = report
     assert rc == 0 and out.is_file()
     html = out.read_text()
@@ -70,7 +69,7 @@ def test_report_loads_nothing_from_outside(report: tuple[Path, int]) -> None:
     assert "<script" not in html and "<link" not in html and "url(" not in html and "@import" not in html
 
 
-def test_leaderboard_and_best_trial_content(study: TinyStudy, report: tuple[Path, int]) -> None:
+def test_leaderboard_and_best_trial_content(study: StudyEnv, report: tuple[Path, int]) -> None:
     html = report[0].read_text()
     s = study.study()
     board = section(html, "leaderboard")
@@ -88,14 +87,14 @@ def test_leaderboard_and_best_trial_content(study: TinyStudy, report: tuple[Path
     assert study.study().user_attrs["mlflow_parent_run_id"] in html
 
 
-def test_fingerprint_matches_the_parent_run(study: TinyStudy, report: tuple[Path, int]) -> None:
+def test_fingerprint_matches_the_parent_run(study: StudyEnv, report: tuple[Path, int]) -> None:
     fp = section(report[0].read_text(), "fingerprint")
     parent = MlflowClient(study.tracking_uri).get_run(study.study().user_attrs["mlflow_parent_run_id"])
     assert parent.data.tags["dataset_hash"] in fp
     assert "8 / 4" in fp  # train / val image counts of the tiny dataset
 
 
-def test_report_is_logged_to_the_parent_run(study: TinyStudy, report: tuple[Path, int], tmp_path: Path) -> None:
+def test_report_is_logged_to_the_parent_run(study: StudyEnv, report: tuple[Path, int], tmp_path: Path) -> None:
     out, _ = report
     client = MlflowClient(study.tracking_uri)
     parent = study.study().user_attrs["mlflow_parent_run_id"]
@@ -105,14 +104,13 @@ def test_report_is_logged_to_the_parent_run(study: TinyStudy, report: tuple[Path
     assert Path(local).read_bytes() == out.read_bytes()
 
 
-def test_one_complete_trial_gets_notes_instead_of_importances(study: TinyStudy, tmp_path: Path,
+def test_one_complete_trial_gets_notes_instead_of_importances(study: StudyEnv, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEG_CACHE_DIR", str(study.root / "cache"))
-    one = TinyStudy(study.root, name="one")
-    assert one.run(1, 1) == 0
+    one = StudyEnv(study.root, "one", trials=1, epochs=1, **TINY)
+    assert one.run() == 0
     out = tmp_path / "one.html"
-    assert report_main(["--study", "one", "--storage", one.storage, "--tracking-uri", one.tracking_uri,
-                        "--out", str(out), "--no-log"]) == 0
+    assert report_main(one.read_args("--out", str(out), "--no-log")) == 0
     html = out.read_text()
     assert "need at least 2 complete trials" in section(html, "importances")
     assert not DATA_IMG.findall(section(html, "importances"))
@@ -121,10 +119,9 @@ def test_one_complete_trial_gets_notes_instead_of_importances(study: TinyStudy, 
     assert MlflowClient(one.tracking_uri).list_artifacts(parent, "report") == []  # --no-log
 
 
-def test_unknown_study_is_a_clear_error(study: TinyStudy, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_unknown_study_is_a_clear_error(study: StudyEnv, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "x.html"
-    assert report_main(["--study", "nope", "--storage", study.storage, "--tracking-uri", study.tracking_uri,
-                        "--out", str(out)]) == 2
+    assert report_main(study.read_args("--out", str(out), name="nope")) == 2
     err = capsys.readouterr().err
     assert "'nope'" in err and "tiny" in err
     assert not out.exists()

@@ -17,10 +17,13 @@ any order: the resume only adds a trial, and the damaged checkpoint is restored 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 import signal
+import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -29,171 +32,66 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from search.predict import main as predict_main
+from search.registry import CHAMPION
+from search.registry import main as registry_main
+from search.report.study_report import main as report_main
+from search.study.storage import open_storage
 from seg.config import Config
 from seg.predict import Predictor
 from seg.synth import CLASSES
-from search.predict import main as predict_main
-from search.run import main as run_main
+from tests.faultkit import cli_env, http_json, started_ui
+from tests.studykit import PARENT_ATTR, PARENT_TAG, STATUS_FOR_STATE, TINY, StudyEnv, write_study
 
 STUDY = "e2e"
 PRUNED_STUDY = "e2e-pruned"
 EPOCHS = 2
 TRIALS = 4
 FAILED_TRIAL = 1
-PARENT_ATTR = "mlflow_parent_run_id"
-PARENT_TAG = "mlflow.parentRunId"
 EPOCH_METRICS = ("train_loss", "val_loss", "val_miou", "lr", "epoch_seconds", "images_per_s")
 ENDED = {"FINISHED", "KILLED", "FAILED"}
-STATUS_FOR_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 PRUNED = optuna.trial.TrialState.PRUNED
 FAIL = optuna.trial.TrialState.FAIL
 
-STUDY_TOML = f"""
-[study]
-name = "{STUDY}"
-metric = "val_miou"
-direction = "maximize"
-
-[data]
-num_classes = 10
-synth_train = 16
-synth_val = 6
-
-[budget]
-trials = {TRIALS}
-max_epochs = {EPOCHS}
-
-[sampler]
-name = "tpe"
-
-[pruner]
-name = "none"
-
-[space.model]
-depth = {{ low = 2, high = 3 }}
-base_channels = 4
-max_channels = 16
-upsample = {{ choices = ["bilinear", "transpose"] }}
-
-[space.train]
-optimizer = {{ choices = ["adam", "sgd"] }}
-lr = {{ low = 1e-3, high = 1e-2, log = true }}
-momentum = {{ low = 0.8, high = 0.95 }}
-batch_size = 8
-
-[space.transforms]
-crop_size = 32
-hflip = {{ choices = [0.0, 0.5] }}
-"""
+# The "e2e" study file: the default tiny study (tests/studykit.py), searched by TPE over depth and flips too.
+STUDY_SPACE = {"model.depth": {"low": 2, "high": 3}, "transforms.hflip": {"choices": [0.0, 0.5]}}
+STUDY_SETTINGS = dict(trials=TRIALS, epochs=EPOCHS, sampler="tpe", space=STUDY_SPACE)
 
 ALWAYS_PRUNE = ("--pruner", "threshold:lower=0.99")  # over the file's lower = 0.0
-PRUNED_TOML = f"""
-[study]
-name = "{PRUNED_STUDY}"
-
-[data]
-num_classes = 10
-synth_train = 16
-synth_val = 6
-
-[budget]
-trials = 2
-max_epochs = {EPOCHS}
-
-[sampler]
-name = "random"
-
-[pruner]
-name = "threshold"
-lower = 0.0
-
-[space.model]
-depth = 2
-base_channels = 4
-max_channels = 16
-
-[space.train]
-optimizer = {{ choices = ["adam", "sgd"] }}
-lr = {{ low = 1e-3, high = 1e-2, log = true }}
-batch_size = 8
-
-[space.transforms]
-crop_size = 32
-
-[baseline]
-params = {{ "train.optimizer" = "adam", "train.lr" = 0.005 }}
-"""
-
-
-@dataclass
-class E2E:
-    root: Path
-    storage: str
-    tracking_uri: str
-    study_file: Path
-    pruned_file: Path
-    rc: int
-    rc_pruned: int
-
-    @property
-    def client(self) -> MlflowClient:
-        return MlflowClient(self.tracking_uri)
-
-    def study(self, name: str = STUDY) -> optuna.Study:
-        return optuna.load_study(study_name=name, storage=self.storage)
-
-    def run_args(self, study_file: Path, *extra: str) -> list[str]:
-        return ["--study", str(study_file), "--storage", self.storage, "--tracking-uri", self.tracking_uri,
-                "--device", "cpu", *extra]
-
-    def predict_args(self, out: Path, *extra: str) -> list[str]:
-        return ["--study", STUDY, "--storage", self.storage, "--tracking-uri", self.tracking_uri,
-                "--device", "cpu", "--out", str(out), *extra]
-
-    def experiment_id(self, name: str = STUDY) -> str:
-        exp = self.client.get_experiment_by_name(name)
-        assert exp is not None, f"no MLflow experiment named {name!r}"
-        return exp.experiment_id
-
-    def runs(self, name: str = STUDY) -> list:
-        return self.client.search_runs([self.experiment_id(name)], run_view_type=ViewType.ALL, max_results=1000)
-
-    def parent_id(self, name: str = STUDY) -> str:
-        return self.study(name).user_attrs[PARENT_ATTR]
-
-    def children(self, name: str = STUDY) -> list:
-        return self.client.search_runs([self.experiment_id(name)], filter_string=f"tags.{PARENT_TAG} = '{self.parent_id(name)}'",
-                                       run_view_type=ViewType.ALL, max_results=1000)
+PRUNED_SETTINGS = dict(trials=2, epochs=EPOCHS, pruner="threshold", pruner_settings={"lower": 0.0},
+                       space={"model.upsample": None, "train.momentum": None},
+                       baseline={"train.optimizer": "adam", "train.lr": 0.005})
 
 
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory: pytest.TempPathFactory):
+def e2e_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StudyEnv, dict[str, int]]]:
+    """Both studies, run once: (their StudyEnv, search.run's exit code per study)."""
     root = tmp_path_factory.mktemp("e2e")
-    storage = f"sqlite:///{root}/optuna.db"
-    tracking_uri = f"sqlite:///{root}/mlruns/mlflow.db"
-    study_file, pruned_file = root / "e2e.toml", root / "e2e-pruned.toml"
-    study_file.write_text(STUDY_TOML)
-    pruned_file.write_text(PRUNED_TOML)
-    sigterm = signal.getsignal(signal.SIGTERM)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEG_CACHE_DIR", str(root / "cache"))
-        try:
-            # Pre-create the study: trial 0 is a normal one, trial 1 infeasible (depth 5 at crop 32).
-            study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
-            study.enqueue_trial({"model.depth": 2})
-            study.enqueue_trial({"model.depth": 5})  # outside [2, 3] on purpose: Optuna warns and uses it
-            env = E2E(root, storage, tracking_uri, study_file, pruned_file, 0, 0)
-            env.rc = run_main(env.run_args(study_file))
-            env.rc_pruned = run_main(env.run_args(pruned_file, *ALWAYS_PRUNE))
-            yield env
-        finally:
-            signal.signal(signal.SIGTERM, sigterm)
+        env = StudyEnv(root, STUDY, **STUDY_SETTINGS)
+        # Pre-create the study: trial 0 is a normal one, trial 1 infeasible (depth 5 at crop 32).
+        study = optuna.create_study(study_name=STUDY, storage=env.storage, direction="maximize")
+        study.enqueue_trial({"model.depth": 2})
+        study.enqueue_trial({"model.depth": 5})  # outside [2, 3] on purpose: Optuna warns and uses it
+        codes = {STUDY: env.run()}
+        codes[PRUNED_STUDY] = env.run(*ALWAYS_PRUNE, file=env.write(PRUNED_STUDY, **PRUNED_SETTINGS))
+        yield env, codes
+
+
+@pytest.fixture(scope="module")
+def e2e(e2e_runs: tuple[StudyEnv, dict[str, int]]) -> StudyEnv:
+    return e2e_runs[0]
+
+
+@pytest.fixture(scope="module")
+def exit_codes(e2e_runs: tuple[StudyEnv, dict[str, int]]) -> dict[str, int]:
+    return e2e_runs[1]
 
 
 @pytest.fixture(scope="module")
@@ -225,8 +123,8 @@ def _local_artifact_dir(client: MlflowClient, run_id: str) -> Path:
 # --------------------------------------------------------------------------- the study ran
 
 
-def test_study_completes_with_complete_and_failed_trials(e2e: E2E) -> None:
-    assert e2e.rc == 0
+def test_study_completes_with_complete_and_failed_trials(e2e: StudyEnv, exit_codes: dict[str, int]) -> None:
+    assert exit_codes[STUDY] == 0
     trials = e2e.study().trials
     assert len(trials) >= TRIALS
     states = [t.state for t in trials[:TRIALS]]
@@ -236,7 +134,7 @@ def test_study_completes_with_complete_and_failed_trials(e2e: E2E) -> None:
     assert any(t.state == COMPLETE for t in trials if t.number > FAILED_TRIAL)
 
 
-def test_experiment_named_after_study_with_one_child_run_per_trial(e2e: E2E) -> None:
+def test_experiment_named_after_study_with_one_child_run_per_trial(e2e: StudyEnv) -> None:
     study, client = e2e.study(), e2e.client
     exp = client.get_experiment_by_name(STUDY)
     assert exp is not None and exp.name == STUDY
@@ -254,7 +152,7 @@ def test_experiment_named_after_study_with_one_child_run_per_trial(e2e: E2E) -> 
     assert {r.info.run_id for r in e2e.runs()} == {parent.info.run_id} | {r.info.run_id for r in children}
 
 
-def test_trial_run_links_resolve(e2e: E2E) -> None:
+def test_trial_run_links_resolve(e2e: StudyEnv) -> None:
     client, exp_id, parent_id = e2e.client, e2e.experiment_id(), e2e.parent_id()
     for t in e2e.study().trials:
         run = client.get_run(t.user_attrs["mlflow_run_id"])
@@ -268,7 +166,7 @@ def test_trial_run_links_resolve(e2e: E2E) -> None:
             assert run.data.params["trial_number"] == str(t.number)
 
 
-def test_params_are_complete_and_match_the_trial_config(e2e: E2E) -> None:
+def test_params_are_complete_and_match_the_trial_config(e2e: StudyEnv) -> None:
     expected_keys = set(Config().flatten()) | {"trial_number", "study_name"}
     for t in _complete(e2e.study()):
         params = e2e.client.get_run(t.user_attrs["mlflow_run_id"]).data.params
@@ -283,7 +181,7 @@ def test_params_are_complete_and_match_the_trial_config(e2e: E2E) -> None:
         assert params["transforms.crop_size"] == "32" and params["train.epochs"] == str(EPOCHS)
 
 
-def test_per_epoch_metrics_have_one_step_per_epoch(e2e: E2E) -> None:
+def test_per_epoch_metrics_have_one_step_per_epoch(e2e: StudyEnv) -> None:
     client = e2e.client
     for t in _complete(e2e.study()):
         run_id = t.user_attrs["mlflow_run_id"]
@@ -302,8 +200,8 @@ def test_per_epoch_metrics_have_one_step_per_epoch(e2e: E2E) -> None:
             assert [m.step for m in client.get_metric_history(run_id, key)] != []
 
 
-def test_failed_trial_has_reason_in_optuna_and_mlflow(e2e: E2E) -> None:
-    assert e2e.rc == 0
+def test_failed_trial_has_reason_in_optuna_and_mlflow(e2e: StudyEnv, exit_codes: dict[str, int]) -> None:
+    assert exit_codes[STUDY] == 0
     t = e2e.study().trials[FAILED_TRIAL]
     assert t.state == FAIL and t.params["model.depth"] == 5
     reason = t.user_attrs["fail_reason"]
@@ -315,8 +213,8 @@ def test_failed_trial_has_reason_in_optuna_and_mlflow(e2e: E2E) -> None:
     assert run.data.metrics == {}  # rejected before any training
 
 
-def test_pruned_trials_are_killed_runs(e2e: E2E) -> None:
-    assert e2e.rc_pruned == 0
+def test_pruned_trials_are_killed_runs(e2e: StudyEnv, exit_codes: dict[str, int]) -> None:
+    assert exit_codes[PRUNED_STUDY] == 0
     study, client = e2e.study(PRUNED_STUDY), e2e.client
     assert len(study.trials) == 2 and all(t.state == PRUNED for t in study.trials)
     assert study.trials[0].user_attrs.get("baseline") is True
@@ -338,26 +236,25 @@ def test_pruned_trials_are_killed_runs(e2e: E2E) -> None:
         assert "checkpoint" not in _artifacts(client, run.info.run_id)  # only complete trials log artifacts
 
 
-def test_the_last_epoch_is_never_pruned(e2e: E2E) -> None:
+def test_the_last_epoch_is_never_pruned(e2e: StudyEnv) -> None:
     # The same always-pruning threshold, but one epoch per trial: pruning after the last epoch would
     # save nothing and throw the finished result away, so the trial completes.
     name = "e2e-last-epoch"
-    args = e2e.run_args(e2e.pruned_file, *ALWAYS_PRUNE, "--study-name", name, "--epochs", "1", "--trials", "1",
-                        "--no-baseline")
-    assert run_main(args) == 0
+    assert e2e.run(*ALWAYS_PRUNE, "--study-name", name, "--epochs", "1", "--trials", "1", "--no-baseline",
+                   file=e2e.root / f"{PRUNED_STUDY}.toml") == 0
     (trial,) = e2e.study(name).trials
     assert trial.state == COMPLETE and list(trial.intermediate_values) == [1] and trial.value < 0.99
     assert e2e.client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "FINISHED"
 
 
-def test_no_run_is_left_running(e2e: E2E) -> None:
+def test_no_run_is_left_running(e2e: StudyEnv) -> None:
     for name in (STUDY, PRUNED_STUDY):
         statuses = {r.info.run_id: r.info.status for r in e2e.runs(name)}
         assert statuses and set(statuses.values()) <= ENDED, statuses
         assert statuses[e2e.parent_id(name)] == "FINISHED"
 
 
-def test_complete_trials_have_artifacts(e2e: E2E) -> None:
+def test_complete_trials_have_artifacts(e2e: StudyEnv) -> None:
     client = e2e.client
     complete = _complete(e2e.study())
     assert len(complete) >= 2
@@ -375,14 +272,15 @@ def test_complete_trials_have_artifacts(e2e: E2E) -> None:
         assert json.loads((local / "config.json").read_text()) == t.user_attrs["config"]
 
 
-def test_parent_run_has_study_plots_and_fingerprint(e2e: E2E, tmp_path: Path) -> None:
+def test_parent_run_has_study_plots_and_fingerprint(e2e: StudyEnv, tmp_path: Path) -> None:
     client, parent_id = e2e.client, e2e.parent_id()
     plots = _artifacts(client, parent_id, "plots")
     for name in ("optimization_history", "intermediate_values", "param_importances", "parallel_coordinate"):
         assert plots.get(f"plots/{name}.png"), sorted(plots)
     top = _artifacts(client, parent_id)
     assert "dataset_fingerprint.json" in top and "study_definition.json" in top
-    fingerprint = json.loads(Path(client.download_artifacts(parent_id, "dataset_fingerprint.json", str(tmp_path))).read_text())
+    local = client.download_artifacts(parent_id, "dataset_fingerprint.json", str(tmp_path))
+    fingerprint = json.loads(Path(local).read_text())
     assert fingerprint["counts"] == {"train": 16, "val": 6}
     assert fingerprint["num_classes"] == 10
     run = client.get_run(parent_id)
@@ -394,7 +292,7 @@ def test_parent_run_has_study_plots_and_fingerprint(e2e: E2E, tmp_path: Path) ->
 # --------------------------------------------------------------------------- predict and pyfunc
 
 
-def test_predict_best_trial_writes_masks_at_input_size(e2e: E2E, images: dict[str, tuple[int, int]],
+def test_predict_best_trial_writes_masks_at_input_size(e2e: StudyEnv, images: dict[str, tuple[int, int]],
                                                        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "pred"
     assert predict_main(e2e.predict_args(out, *images)) == 0
@@ -408,7 +306,7 @@ def test_predict_best_trial_writes_masks_at_input_size(e2e: E2E, images: dict[st
         assert Image.open(out / f"{stem}_overlay.png").size == (w, h)
 
 
-def test_predict_chosen_trial_and_missing_trial(e2e: E2E, images: dict[str, tuple[int, int]], tmp_path: Path,
+def test_predict_chosen_trial_and_missing_trial(e2e: StudyEnv, images: dict[str, tuple[int, int]], tmp_path: Path,
                                                 capsys: pytest.CaptureFixture) -> None:
     study = e2e.study()
     chosen = next(t for t in _complete(study) if t.number != study.best_trial.number)
@@ -428,7 +326,7 @@ def test_predict_chosen_trial_and_missing_trial(e2e: E2E, images: dict[str, tupl
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete"])
-def test_damaged_checkpoint_gives_clear_error(e2e: E2E, images: dict[str, tuple[int, int]], tmp_path: Path,
+def test_damaged_checkpoint_gives_clear_error(e2e: StudyEnv, images: dict[str, tuple[int, int]], tmp_path: Path,
                                               capsys: pytest.CaptureFixture, damage: str) -> None:
     best = e2e.study().best_trial
     run_id = best.user_attrs["mlflow_run_id"]
@@ -451,7 +349,7 @@ def test_damaged_checkpoint_gives_clear_error(e2e: E2E, images: dict[str, tuple[
 
 
 @pytest.mark.parametrize("allow_pickle", [None, "false"])
-def test_pyfunc_model_loads_and_predicts(e2e: E2E, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_pyfunc_model_loads_and_predicts(e2e: StudyEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          allow_pickle: str | None) -> None:
     if allow_pickle is None:
         monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
@@ -479,10 +377,10 @@ def test_pyfunc_model_loads_and_predicts(e2e: E2E, tmp_path: Path, monkeypatch: 
 # --------------------------------------------------------------------------- resume and refusal
 
 
-def test_rerun_resumes_the_study_with_the_same_parent_run(e2e: E2E) -> None:
+def test_rerun_resumes_the_study_with_the_same_parent_run(e2e: StudyEnv) -> None:
     before = e2e.study()
     n_before, parent_before = len(before.trials), before.user_attrs[PARENT_ATTR]
-    assert run_main(e2e.run_args(e2e.study_file, "--trials", "1")) == 0
+    assert e2e.run("--trials", "1") == 0
     after = e2e.study()
     assert len(after.trials) == n_before + 1
     assert after.user_attrs[PARENT_ATTR] == parent_before
@@ -496,17 +394,85 @@ def test_rerun_resumes_the_study_with_the_same_parent_run(e2e: E2E) -> None:
     assert len(e2e.children()) == len(after.trials)
 
 
-def test_changed_study_file_is_refused(e2e: E2E, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    changed = tmp_path / "e2e-changed.toml"
-    text = STUDY_TOML.replace("depth = { low = 2, high = 3 }", "depth = { low = 2, high = 4 }")
-    assert text != STUDY_TOML
-    changed.write_text(text)
+def test_changed_study_file_is_refused(e2e: StudyEnv, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    changed = write_study(tmp_path, STUDY, **{**STUDY_SETTINGS,
+                                              "space": {**STUDY_SPACE, "model.depth": {"low": 2, "high": 4}}})
+    text = changed.read_text()
+    assert text != e2e.file.read_text()
     n_trials, n_runs = len(e2e.study().trials), len(e2e.runs())
     capsys.readouterr()
-    assert run_main(e2e.run_args(changed, "--trials", "1")) == 2
+    assert e2e.run("--trials", "1", file=changed) == 2
     captured = capsys.readouterr()
     out = " ".join((captured.out + captured.err).split())  # rich wraps long lines
     assert "model.depth" in out and STUDY in out and "different definition" in out
     assert len(e2e.study().trials) == n_trials
     assert len(e2e.runs()) == n_runs
     assert e2e.client.get_run(e2e.parent_id()).info.status == "FINISHED"
+
+
+# --------------------------------------------------------------------------- one word, one meaning
+
+
+@pytest.mark.slow
+def test_the_study_name_set_by_run_is_the_study_of_every_read_side_tool(
+        tmp_path: Path, images: dict[str, tuple[int, int]], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """`search.run --study FILE --study-name bar`, then `--study bar` in search.predict, search.report,
+    search.registry and search.ui, and the predict command search.run prints, run as printed."""
+    monkeypatch.setenv("SEG_CACHE_DIR", str(tmp_path / "cache"))
+    env = StudyEnv(tmp_path / "stores", "foo", trials=2, epochs=1, **TINY)  # the definition is named "foo"
+    assert env.run("--study-name", "bar") == 0
+    printed = capsys.readouterr().out
+    assert optuna.get_all_study_names(open_storage(env.storage)) == ["bar"]  # stored under --study-name only
+    best = env.study("bar").best_trial
+    best_run = best.user_attrs["mlflow_run_id"]
+
+    # search.predict --study bar IMAGES --out DIR
+    out = tmp_path / "pred"
+    assert predict_main(env.predict_args(out, *images, name="bar")) == 0, capsys.readouterr().err
+    assert f"trial {best.number}" in capsys.readouterr().out
+    for path, (h, w) in images.items():
+        assert Image.open(out / f"{Path(path).stem}.png").size == (w, h)
+
+    # The summary's predict command, run as printed (real images for IMAGES..., in a fresh folder).
+    (line,) = [x for x in printed.splitlines() if "python -m search.predict" in x]
+    argv = shlex.split(line)
+    assert argv[:5] == ["python", "-m", "search.predict", "--study", "bar"], line
+    assert argv[argv.index("--storage") + 1] == env.storage
+    assert argv[argv.index("--tracking-uri") + 1] == env.tracking_uri
+    assert argv[-2:] == ["--out", "predictions/"] and argv.count("IMAGES...") == 1, line
+    at = argv.index("IMAGES...")
+    argv[at:at + 1] = list(images)
+    cwd = tmp_path / "as-printed"
+    cwd.mkdir()
+    done = subprocess.run([sys.executable, *argv[1:]], cwd=cwd, env=cli_env(tmp_path / "cache"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"trial {best.number}" in done.stdout
+    for path, (h, w) in images.items():
+        assert Image.open(cwd / "predictions" / f"{Path(path).stem}.png").size == (w, h)
+
+    # search.report --study bar --out FILE
+    report = tmp_path / "report" / "bar.html"
+    assert report_main(env.read_args("--out", str(report), name="bar")) == 0, capsys.readouterr().err
+    assert report.is_file() and "Study report: bar" in report.read_text()
+
+    # search.registry --study bar: the model "bar", alias champion on the best trial's run
+    assert registry_main(env.read_args(name="bar")) == 0, capsys.readouterr().err
+    registry = MlflowClient(env.tracking_uri, registry_uri=env.tracking_uri)
+    assert registry.get_model_version_by_alias("bar", CHAMPION).run_id == best_run
+
+    # search.ui --study bar: its links lead to study bar's pages; SIGTERM stops it with exit code 0
+    gen = started_ui(env, name="bar")
+    ui = next(gen)
+    try:
+        dash_base, study_id = re.match(r"(http://[^/]+)/dashboard/studies/(\d+)$",
+                                       ui.link("optuna-dashboard study")).groups()
+        names = {s["study_id"]: s["study_name"] for s in http_json(f"{dash_base}/api/studies")["study_summaries"]}
+        assert names[int(study_id)] == "bar"
+        assert ui.link("MLflow experiment").endswith(f"/#/experiments/{env.experiment_id('bar')}")
+        assert ui.link("MLflow best trial run").endswith(f"/runs/{best_run}")
+        assert ui.link("registered model").endswith("/#/models/bar")
+        assert ui.stop(signal.SIGTERM) == 0, ui.output
+    finally:
+        gen.close()

@@ -9,10 +9,17 @@ from pathlib import Path
 import optuna
 import pytest
 
-from seg.config import Config, ModelConfig, TransformConfig
-from search.study.space import CONDITIONS, InfeasibleConfigError, RunOptions, check_feasible, config_from_trial, sample_values
-from search.study.identity import StudyMismatchError, check_identity, describe_changes
 from search.study.definition import STUDIES_DIR, StudyDef, load_study
+from search.study.identity import StudyMismatchError, check_identity, describe_changes
+from search.study.space import (
+    CONDITIONS,
+    InfeasibleConfigError,
+    RunOptions,
+    check_feasible,
+    config_from_trial,
+    sample_values,
+)
+from seg.config import Config, ModelConfig, TransformConfig
 
 STUDY = """
 [study]
@@ -115,7 +122,8 @@ BAD = {
     "unknown key in space.model": (_replace('upsample = "bilinear"', 'upsample = "bilinear"\nwidth = 3'), "width"),
     "unknown key in budget": (_replace("max_epochs = 3", "max_epochs = 3\nepochs = 3"), "epochs"),
     "unknown key in data": (_replace("synth_val = 6", "synth_val = 6\nroots = 'x'"), "roots"),
-    "unknown key in a range": (_replace("depth = { low = 2, high = 5 }", "depth = { low = 2, high = 5, by = 1 }"), "by"),
+    "unknown key in a range": (_replace("depth = { low = 2, high = 5 }", "depth = { low = 2, high = 5, by = 1 }"),
+                               "by"),
     "low > high": (_replace("depth = { low = 2, high = 5 }", "depth = { low = 5, high = 2 }"), "model.depth"),
     "range without high": (_replace("depth = { low = 2, high = 5 }", "depth = { low = 2 }"), "model.depth"),
     "log with low <= 0": (_replace("lr = { low = 1e-4, high = 1e-2, log = true }",

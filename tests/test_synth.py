@@ -168,7 +168,7 @@ def test_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_incomplete_final_dir_is_regenerated(tmp_path: Path) -> None:
-    name = f"synth-v5-{synth._parameters_hash(synth.dataset_parameters(seed=0, **CACHE_SMALL))}"
+    name = f"synth-v5-{synth.parameters_hash(synth.dataset_parameters(seed=0, **CACHE_SMALL))}"
     half = tmp_path / name / "train" / "images"
     half.mkdir(parents=True)
     (half / "000000.png").write_bytes(b"half-written")
@@ -181,7 +181,7 @@ def test_incomplete_final_dir_is_regenerated(tmp_path: Path) -> None:
 
 
 def test_stale_temp_dir_is_not_used(tmp_path: Path) -> None:
-    name = f"synth-v5-{synth._parameters_hash(synth.dataset_parameters(seed=0, **CACHE_SMALL))}"
+    name = f"synth-v5-{synth.parameters_hash(synth.dataset_parameters(seed=0, **CACHE_SMALL))}"
     stale = tmp_path / f".{name}.tmp-99999-deadbeef"
     (stale / "train" / "images").mkdir(parents=True)
     (stale / "COMPLETE").write_text("{}")  # even a marker in a temp dir does not count
@@ -200,18 +200,18 @@ def test_stale_temp_dir_is_not_used(tmp_path: Path) -> None:
 def test_losing_the_rename_race_keeps_the_winner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Simulate another process finishing first: while we generate into our temp
     # dir, a complete dataset appears at the final path.
-    real_generate = synth.writer._generate
+    real_generate = synth.writer.write_splits
     state = {"winner_marker": None}
 
     def generate_and_lose(root: Path, **kwargs: object) -> np.ndarray:
         counts = real_generate(root, **kwargs)
         if state["winner_marker"] is None:
-            monkeypatch.setattr(synth.writer, "_generate", real_generate)
+            monkeypatch.setattr(synth.writer, "write_splits", real_generate)
             winner = synth.default_dataset_root(tmp_path, seed=0, **CACHE_SMALL)
             state["winner_marker"] = (winner / "COMPLETE").stat().st_mtime_ns
         return counts
 
-    monkeypatch.setattr(synth.writer, "_generate", generate_and_lose)
+    monkeypatch.setattr(synth.writer, "write_splits", generate_and_lose)
     root = synth.default_dataset_root(tmp_path, seed=0, **CACHE_SMALL)
     assert synth.is_complete(root)
     assert (root / "COMPLETE").stat().st_mtime_ns == state["winner_marker"]

@@ -3,7 +3,6 @@ a hang, and Optuna keeps every result. Real `mlflow server` processes; nothing i
 
 from __future__ import annotations
 
-import signal
 import socket
 import threading
 import time
@@ -12,20 +11,13 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.run import main as run_main
-from tests.faultkit import (all_runs, cli_env, free_port, kill_group, mlflow_server, start_run, study_toml,
-                            wait_for)
+from tests.faultkit import all_runs, cli_env, free_port, kill_group, mlflow_server, start_run, wait_for
+from tests.studykit import StudyEnv
 
 
 def _run_in_process(tmp_path: Path, tracking: str, monkeypatch) -> int:
     monkeypatch.setenv("SEG_CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "s.toml").write_text(study_toml("outage", trials=1))
-    sigterm = signal.getsignal(signal.SIGTERM)
-    try:
-        return run_main(["--study", str(tmp_path / "s.toml"), "--storage", f"sqlite:///{tmp_path}/optuna.db",
-                         "--tracking-uri", tracking, "--device", "cpu"])
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)
+    return StudyEnv(tmp_path, "outage", tracking_uri=tracking, trials=1).run()
 
 
 def test_server_down_at_start_is_a_clear_error_in_bounded_time(tmp_path, monkeypatch, capsys) -> None:
@@ -72,17 +64,18 @@ def test_slow_server_times_out_instead_of_hanging(tmp_path, monkeypatch, capsys)
 
 @pytest.mark.slow
 def test_server_dying_mid_study_keeps_optuna_results_and_the_rerun_reconciles(tmp_path: Path) -> None:
-    (tmp_path / "s.toml").write_text(study_toml("outage", trials=4, epochs=6))
-    storage, port = f"sqlite:///{tmp_path}/optuna.db", free_port()
+    port = free_port()
+    study_env = StudyEnv(tmp_path, "outage", tracking_uri=f"http://127.0.0.1:{port}", trials=4, epochs=6)
     env, log = cli_env(tmp_path / "cache", MLFLOW_HTTP_REQUEST_MAX_RETRIES="2", MLFLOW_HTTP_REQUEST_TIMEOUT="5"), \
         tmp_path / "run.log"
     with mlflow_server(tmp_path / "tracking", port) as (url, server):
-        args = ["--study", str(tmp_path / "s.toml"), "--storage", storage, "--tracking-uri", url, "--device", "cpu"]
+        assert url == study_env.tracking_uri
+        args = study_env.run_args()
         proc = start_run(args, env, log)
 
         def first_trial_done() -> bool:
             try:
-                study = optuna.load_study(study_name="outage", storage=storage)
+                study = study_env.study()
             except KeyError:
                 return proc.poll() is not None
             return proc.poll() is not None or any(t.state.is_finished() for t in study.trials)
@@ -95,7 +88,7 @@ def test_server_dying_mid_study_keeps_optuna_results_and_the_rerun_reconciles(tm
     assert rc == 3, log.read_text()[-3000:]
     text = log.read_text()
     assert url in text and "Optuna kept every result" in text
-    study = optuna.load_study(study_name="outage", storage=storage)
+    study = study_env.study()
     assert all(t.state.is_finished() for t in study.trials), "no trial left RUNNING in Optuna"
     hit = [t for t in study.trials if t.user_attrs.get("tracking_error")]
     assert hit, "the trial that met the outage says so"

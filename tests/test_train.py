@@ -216,7 +216,8 @@ def test_compiled_model_cache_reuses_the_module_with_fresh_seeded_weights():
         seed_everything(1)
         fresh = build_unet(cfg).state_dict()
         assert all(torch.equal(v, fresh[k]) for k, v in model2.state_dict().items())
-    with cache.lease(cfg.__class__(num_classes=3, depth=2, base_channels=4, max_channels=16), prec, True) as (m3, _, r3):
+    other = cfg.__class__(num_classes=3, depth=2, base_channels=4, max_channels=16)
+    with cache.lease(other, prec, True) as (m3, _, r3):
         assert not r3 and m3 is not model  # another architecture replaces the entry
     with cache.lease(cfg, prec, False) as (m4, c4, r4):
         assert m4 is c4 and not r4  # eager models are never cached

@@ -17,18 +17,11 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from seg.batch_augment import BatchAugment, color_jitter, random_affine, random_crop, random_flip
 from seg.config import TransformConfig
-from seg.gpu_data import (
-    BatchAugment,
-    DeviceLoader,
-    DeviceSplit,
-    color_jitter,
-    random_affine,
-    random_crop,
-    random_flip,
-)
+from seg.data import IGNORE_INDEX
+from seg.gpu_data import DeviceLoader, DeviceSplit
 from seg.transforms import (
-    IGNORE_INDEX,
     FiveCropTrain,
     Normalize,
     build_eval_transform,
@@ -89,8 +82,8 @@ def assert_interpolated_encoding(image, mask, min_agree: float = 0.8, min_flat: 
 def find_window(big: torch.Tensor, small: torch.Tensor) -> list[tuple[int, int]]:
     """All offsets where `small` occurs in `big` (2-D)."""
     h, w = small.shape
-    return [(t, l) for t in range(big.shape[0] - h + 1) for l in range(big.shape[1] - w + 1)
-            if torch.equal(big[t: t + h, l: l + w], small)]
+    return [(top, left) for top in range(big.shape[0] - h + 1) for left in range(big.shape[1] - w + 1)
+            if torch.equal(big[top: top + h, left: left + w], small)]
 
 
 def test_pair_encoding_is_self_consistent():
@@ -357,7 +350,8 @@ def test_batch_random_crop_is_a_window_inside_each_samples_own_size():
         h, w = split.host_sizes[i]
         # The window lies inside the sample's own (unpadded) area: found there, same offset in the image.
         offsets = find_window(split.masks[i, :h, :w], mask)
-        assert offsets and any(torch.equal(split.images[i, :, t:t + 24, l:l + 24], image) for t, l in offsets)
+        assert offsets and any(torch.equal(split.images[i, :, top:top + 24, left:left + 24], image)
+                               for top, left in offsets)
 
 
 def test_batch_random_crop_offsets_vary_and_follow_the_generator():

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faultkit import (assert_consistent, cli_env, mlflow_server, postgres_available, postgres_server,
-                            start_run, study_toml)
-
-
+from tests.faultkit import assert_consistent, cli_env, mlflow_server, postgres_available, postgres_server, start_run
+from tests.studykit import StudyEnv
 
 WORKERS = 3
 TRIALS = 9
@@ -29,17 +27,15 @@ def _sampled(study) -> list[tuple]:
 
 @pytest.mark.slow
 def test_three_workers_share_a_journal_study(tmp_path: Path) -> None:
-    (tmp_path / "w.toml").write_text(study_toml("workers", epochs=3, pruner="sha", sampler="tpe",
-                                                extra="min_resource = 1\nreduction_factor = 3"))
-    storage, tracking = str(tmp_path / "optuna.journal"), f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    env = StudyEnv(tmp_path, "workers", storage=str(tmp_path / "optuna.journal"), epochs=3, pruner="sha",
+                   sampler="tpe", pruner_settings={"min_resource": 1, "reduction_factor": 3})
     start = time.monotonic()
-    proc = start_run(["--study", str(tmp_path / "w.toml"), "--storage", storage, "--tracking-uri", tracking,
-                      "--device", "cpu", "--workers", str(WORKERS), "--trials", str(TRIALS)],
-                     cli_env(tmp_path / "cache"), tmp_path / "run.log")
+    proc = start_run(env.run_args("--workers", str(WORKERS), "--trials", str(TRIALS)), cli_env(tmp_path / "cache"),
+                     tmp_path / "run.log")
     rc = proc.wait(timeout=480)
     elapsed = time.monotonic() - start
     assert rc == 0, (tmp_path / "run.log").read_text()[-3000:]
-    study = assert_consistent(storage, tracking, "workers", TRIALS)
+    study = assert_consistent(env.storage, env.tracking_uri, "workers", TRIALS)
     assert len(study.trials) == TRIALS
     assert {t.user_attrs["worker"] for t in study.trials} == set(range(WORKERS)), "every worker ran trials"
     assert len(set(_sampled(study))) == TRIALS, "workers never drew identical parameters"
@@ -49,11 +45,11 @@ def test_three_workers_share_a_journal_study(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not postgres_available(), reason="PostgreSQL (Debian's postgresql package) is not installed")
 def test_three_machines_share_a_postgres_study_and_tracking_server(tmp_path: Path) -> None:
-    (tmp_path / "pg.toml").write_text(study_toml("pg", epochs=2, pruner="median", sampler="tpe",
-                                                 extra="n_startup_trials = 2\nn_warmup_steps = 1"))
     env = cli_env(tmp_path / "cache")
     with postgres_server() as storage, mlflow_server(tmp_path / "tracking") as (tracking, _):
-        common = ["--study", str(tmp_path / "pg.toml"), "--storage", storage, "--tracking-uri", tracking, "--device", "cpu"]
+        study_env = StudyEnv(tmp_path, "pg", storage=storage, tracking_uri=tracking, epochs=2, pruner="median",
+                             sampler="tpe", pruner_settings={"n_startup_trials": 2, "n_warmup_steps": 1})
+        common = study_env.run_args()
         init = start_run([*common, "--trials", "0"], env, tmp_path / "init.log")  # schemas, study, parent run: once
         assert init.wait(timeout=180) == 0, (tmp_path / "init.log").read_text()[-3000:]
         start = time.monotonic()
@@ -97,18 +93,8 @@ def test_worker_argv_replaces_the_run_level_flags() -> None:
 
 
 def test_several_workers_on_sqlite_are_refused_with_the_fix(tmp_path: Path, monkeypatch, capsys) -> None:
-    import signal
-
-    from search.run import main as run_main
-
     monkeypatch.setenv("SEG_CACHE_DIR", str(tmp_path / "cache"))
-    (tmp_path / "s.toml").write_text(study_toml("s"))
-    sigterm = signal.getsignal(signal.SIGTERM)
-    try:
-        rc = run_main(["--study", str(tmp_path / "s.toml"), "--workers", "2", "--device", "cpu",
-                       "--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)
+    rc = StudyEnv(tmp_path, "s").run("--workers", "2")
     assert rc == 2
     err = capsys.readouterr().err.replace("\n", "")
     assert "--workers 2" in err and "journal" in err and "postgresql://" in err

@@ -13,15 +13,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from search.predict import ArtifactError, fetch_checkpoint
+from search.report.html import Section, esc, image, image_grid, note, pil_image, table
+from search.tracking.artifacts import iou_confusion_figure
+from search.tracking.client import RUN_ID_ATTR
 from seg.config import Config
 from seg.data import SegmentationData
 from seg.loaders import resolve_dataset
 from seg.predict import Predictor, label_image, overlay_image
-
-from search.tracking.artifacts import iou_confusion_figure
-from search.predict import ArtifactError, fetch_checkpoint
-from search.report.html import Section, esc, image, image_grid, note, pil_image, table
-from search.tracking.client import RUN_ID_ATTR
 
 CONFUSION_ARTIFACT = "metrics/confusion.json"
 N_OVERLAYS = 4
@@ -58,7 +57,8 @@ def per_class_section(client: MlflowClient, trial: optuna.trial.FrozenTrial | No
              f"mean of these {len(present)} classes: {np.mean(present):.4f}. A dash marks a class absent from both "
              "truth and prediction (left out of mIoU).</p>")
     body = intro + table(["class", "IoU", "truth pixels"], rows, numeric={1, 2}) + image(
-        iou_confusion_figure(names, ious, confusion, "IoU per class (validation, best epoch)"), "per-class IoU and confusion matrix")
+        iou_confusion_figure(names, ious, confusion, "IoU per class (validation, best epoch)"),
+        "per-class IoU and confusion matrix")
     return Section("per-class", title, body)
 
 

@@ -43,9 +43,12 @@ def fingerprint_section(client: MlflowClient, parent_run_id: str | None, class_n
                    ("std (RGB)", ", ".join(f"{v:.4f}" for v in fp["std"]))]
         freq = fp["class_pixel_frequency"]
     except (MlflowException, OSError, KeyError, ValueError) as err:
-        return Section("fingerprint", title, note(f"no usable {FINGERPRINT_ARTIFACT} on parent run {parent_run_id}: {err}"))
-    names = class_names if class_names and len(class_names) == fp["num_classes"] else [str(i) for i in range(fp["num_classes"])]
-    rows = [[i, name, f"{tr:.4f}", f"{va:.4f}"] for i, (name, tr, va) in enumerate(zip(names, freq["train"], freq["val"]))]
+        return Section("fingerprint", title,
+                       note(f"no usable {FINGERPRINT_ARTIFACT} on parent run {parent_run_id}: {err}"))
+    k = fp["num_classes"]
+    names = class_names if class_names and len(class_names) == k else [str(i) for i in range(k)]
+    rows = [[i, name, f"{tr:.4f}", f"{va:.4f}"]
+            for i, (name, tr, va) in enumerate(zip(names, freq["train"], freq["val"]))]
     body = (key_values(summary) + "<p>Share of labelled pixels per class:</p>"
             + table(["id", "class", "train", "val"], rows, numeric={0, 2, 3}))
     return Section("fingerprint", title, body)

@@ -26,7 +26,8 @@ th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: ta
 tr.best { background: #e8f6e8; } .note { color: #8a5a00; background: #fff6e0; padding: 0.4em 0.8em; }
 img { max-width: 100%; border: 1px solid #eee; } code { background: #f6f6f6; padding: 0 0.2em; }
 nav a { margin-right: 1em; }
-img.px { width: 200px; image-rendering: pixelated; } td.cell { border: none; padding: 2px; text-align: center; } .meta td:first-child { font-weight: bold; }
+img.px { width: 200px; image-rendering: pixelated; } td.cell { border: none; padding: 2px; text-align: center; }
+.meta td:first-child { font-weight: bold; }
 """
 
 

@@ -14,32 +14,30 @@ to the study's parent MLflow run as `report/study_report.html` (unless --no-log)
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 import shutil
 import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from seg.config import Config
-from seg.loaders import class_names
-
 from search.registry import best_complete_trial
-from search.settings import configure_process
 from search.report.best_trial import overlay_section, per_class_section
 from search.report.dataset_section import fingerprint_section
 from search.report.html import Section, key_values, page
 from search.report.leaderboard import leaderboard_section
-from search.study.lookup import StudyNotFoundError, load_named_study
 from search.report.study_sections import history_section, importance_section, parallel_section, pruning_section
+from search.settings import configure_process
+from search.study.lookup import StudyNotFoundError, load_named_study
 from search.study.storage import DEFAULT_STORAGE
-from search.tracking.client import DEFAULT_TRACKING_URI
-from search.tracking.client import PARENT_RUN_ATTR
+from search.tracking.client import DEFAULT_TRACKING_URI, PARENT_RUN_ATTR
+from seg.config import Config
+from seg.loaders import class_names
 
 REPORT_ARTIFACT_DIR = "report"
 REPORT_ARTIFACT_NAME = "study_report.html"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import optuna
 
-from search.tracking.figures import MIN_COMPLETE, study_figure
 from search.report.html import Section, image, note
+from search.tracking.figures import MIN_COMPLETE, study_figure
 
 
 def plot_or_note(name: str, study: optuna.Study, alt: str) -> str:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from search.study.samplers_pruners import PRUNERS, SAMPLERS, build_pruner, settings_for
 from seg.config import DataConfig, ModelConfig, TrainConfig, TransformConfig
@@ -22,8 +23,23 @@ from seg.config import DataConfig, ModelConfig, TrainConfig, TransformConfig
 STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 METRICS = ("val_miou",)
 SECTIONS = {"model": ModelConfig, "train": TrainConfig, "transforms": TransformConfig}
-# Keys the space understands beyond the config fields: scale_jitter s gives scale (1-s, 1+s).
-DERIVED_KEYS = {"transforms": {"scale_jitter"}}
+
+
+def scale_jitter_fields(jitter: Any) -> dict[str, float]:
+    """`transforms.scale_jitter` s, a space key that is no config field: scale in (1 - s, 1 + s)."""
+    if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter < 1:
+        raise ValueError("expected 0 <= scale_jitter < 1")
+    return {"scale_min": 1.0 - jitter, "scale_max": 1.0 + jitter}
+
+
+# Space keys beyond the config fields, each with the config fields it stands for (checked and built here only).
+DERIVED = {"transforms.scale_jitter": scale_jitter_fields}
+
+
+def config_fields(name: str, value: Any) -> dict[str, Any]:
+    """The config fields of one space entry `section.key`: itself, or what a derived key expands to."""
+    derive = DERIVED.get(name)
+    return derive(value) if derive else {name.split(".", 1)[1]: value}
 
 
 @dataclass(frozen=True)
@@ -140,7 +156,8 @@ def _parse_space(path: Path, space: dict[str, Any]) -> tuple[Dimension, ...]:
     _no_unknown(path, "[space]", space, set(SECTIONS))
     dims = []
     for section, entries in space.items():
-        allowed = {f.name for f in dataclasses.fields(SECTIONS[section])} | DERIVED_KEYS.get(section, set())
+        derived = {name.split(".", 1)[1] for name in DERIVED if name.startswith(f"{section}.")}
+        allowed = {f.name for f in dataclasses.fields(SECTIONS[section])} | derived
         _no_unknown(path, f"[space.{section}]", entries, allowed)
         for key, spec in entries.items():
             dims.append(_parse_dimension(path, f"{section}.{key}", spec))
@@ -184,7 +201,8 @@ def _check(sdef: StudyDef) -> None:
     if sdef.trials < 1 or sdef.max_epochs < 1:
         raise ValueError(f"{p}: [budget] trials and max_epochs must be >= 1")
     if sdef.trial_timeout_s is not None and not sdef.trial_timeout_s > 0:
-        raise ValueError(f"{p}: [budget] trial_timeout_s must be a positive number of seconds, got {sdef.trial_timeout_s!r}")
+        raise ValueError(f"{p}: [budget] trial_timeout_s must be a positive number of seconds, "
+                         f"got {sdef.trial_timeout_s!r}")
     for dim in sdef.space:
         _check_values(p, dim)
     if sdef.baseline is not None:
@@ -201,17 +219,13 @@ def _check_values(path: Path, dim: Dimension) -> None:
     candidates = [dim.value] if dim.fixed else list(dim.choices or (dim.low, dim.high))
     for value in candidates:
         try:
-            _check_one(section, key, value)
+            _check_one(section, key, config_fields(dim.name, value))
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: space entry {dim.name}: value {value!r} is not valid: {err}") from None
 
 
-def _check_one(section: str, key: str, value: Any) -> None:
-    if key == "scale_jitter":
-        if not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise ValueError("expected 0 <= scale_jitter < 1")
-        return
-    fields = {key: value}
+def _check_one(section: str, key: str, fields: dict[str, Any]) -> None:
+    value = fields.get(key)
     # Widths are checked against each other only once both are known; here each alone.
     if key == "base_channels":
         fields["max_channels"] = max(value, 1) if isinstance(value, int) else value

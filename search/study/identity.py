@@ -44,5 +44,6 @@ def describe_changes(old: dict, new: dict) -> list[str]:
     old_space, new_space = old.get("space", {}), new.get("space", {})
     for name in sorted(set(old_space) | set(new_space)):
         if old_space.get(name) != new_space.get(name):
-            changes.append(f"space {name}: stored {old_space.get(name, 'absent')}, file {new_space.get(name, 'absent')}")
+            stored, now = old_space.get(name, "absent"), new_space.get(name, "absent")
+            changes.append(f"space {name}: stored {stored}, file {now}")
     return changes or ["the stored definition hash differs"]

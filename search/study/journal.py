@@ -69,11 +69,13 @@ def check_journal(path: Path) -> None:
             raise JournalDamagedError(
                 f"Optuna journal {path} is damaged: line(s) {shown} are not journal records"
                 f"{' and its last line is torn' if damage.torn_tail else ''}. Stop every worker, then run "
-                f"`python -m search.study.journal {path} --repair` (it keeps a full backup and drops only those lines).")
+                f"`python -m search.study.journal {path} --repair` (it keeps a full backup and drops only those "
+                "lines).")
         if damage.torn_tail:
             saved = _cut_torn_tail(path, damage.torn_tail)
             warnings.warn(f"Optuna journal {path}: its last line was torn (a writer died mid-write); the "
-                          f"{len(damage.torn_tail)} bytes were moved to {saved} and the journal continues.", stacklevel=2)
+                          f"{len(damage.torn_tail)} bytes were moved to {saved} and the journal continues.",
+                          stacklevel=2)
 
 
 def _cut_torn_tail(path: Path, tail: bytes) -> Path:
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if damage.sound:
         print(f"{args.journal}: sound")
         return 0
-    print(f"{args.journal}: damaged lines {damage.bad_lines}, torn last line: {bool(damage.torn_tail)}", file=sys.stderr)
+    print(f"{args.journal}: damaged lines {damage.bad_lines}, torn last line: {bool(damage.torn_tail)}",
+          file=sys.stderr)
     return 2
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from search.study.definition import Dimension, StudyDef, config_fields
 from seg.config import Config
-
-from search.study.definition import Dimension, StudyDef
 
 # child param -> (parent param, parent values for which the child is sampled)
 CONDITIONS: dict[str, tuple[str, frozenset[str]]] = {
@@ -31,7 +30,8 @@ class Suggester(Protocol):
     number: int
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float: ...
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float: ...
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any: ...
 
 
@@ -78,11 +78,7 @@ def build_config(values: dict[str, Any], sdef: StudyDef, opts: RunOptions, trial
     """The trial's config: study data + sampled/fixed values + run overrides. Raises ValueError."""
     sections: dict[str, dict[str, Any]] = {"model": {}, "data": dict(sdef.data), "transforms": {}, "train": {}}
     for name, value in values.items():
-        section, key = name.split(".", 1)
-        if name == "transforms.scale_jitter":
-            sections["transforms"].update(scale_min=1.0 - value, scale_max=1.0 + value)
-        else:
-            sections[section][key] = value
+        sections[name.split(".", 1)[0]].update(config_fields(name, value))
     if opts.data_root is not None:
         sections["data"]["root"] = opts.data_root
     sections["model"]["num_classes"] = sections["data"].get("num_classes", 10)
@@ -108,7 +104,8 @@ def check_feasible(cfg: Config) -> None:
                 f"depth {m.depth} shrinks the {side}px training crop to a {bottleneck}px bottleneck "
                 f"(< {MIN_BOTTLENECK_PX}px); use depth <= {_max_depth(side)} or a larger crop")
     if t.crop_mode == "five" and t.resize and t.crop_size > min(t.resize):
-        raise InfeasibleConfigError(f"five-crop size {t.crop_size} exceeds the resized image {t.resize[0]}x{t.resize[1]}")
+        raise InfeasibleConfigError(f"five-crop size {t.crop_size} exceeds the resized image "
+                                    f"{t.resize[0]}x{t.resize[1]}")
 
 
 def _max_depth(side: int) -> int:

@@ -16,8 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study.lease import last_renewal
-from search.tracking.client import Tracker, TrackingUnavailable, trial_run_name
-from search.tracking.client import RUN_ID_ATTR
+from search.tracking.client import RUN_ID_ATTR, Tracker, TrackingUnavailable, trial_run_name
 
 RETRY_OF_ATTR = "retry_of"
 
@@ -46,7 +45,8 @@ class StaleTrialHandler:
         if not run_id:
             return
         try:
-            Tracker(self.tracking_uri).end_run(run_id, "FAIL", reason=reason, name=trial_run_name(trial.number, "stale"),
+            Tracker(self.tracking_uri).end_run(run_id, "FAIL", reason=reason,
+                                               name=trial_run_name(trial.number, "stale"),
                                                status="KILLED")
         except TrackingUnavailable as err:  # the retry matters more; the run is reconciled on the next start
             warnings.warn(f"trial {trial.number} is stale but its MLflow run {run_id} could not be ended: {err}",
@@ -68,7 +68,8 @@ def reconcile_orphaned_runs(tracker: Tracker, experiment_id: str, trials: list[F
         if trial is None:
             continue
         state = trial.state.name
-        reason = trial.user_attrs.get("fail_reason") or ("orphaned: its worker ended first" if state == "FAIL" else None)
+        orphaned = "orphaned: its worker ended first" if state == "FAIL" else None
+        reason = trial.user_attrs.get("fail_reason") or orphaned
         tracker.end_run(run_id, state, reason=reason, name=trial_run_name(trial.number, state),
                         status="KILLED" if state == "FAIL" else None)
         fixed.append(run_id)

@@ -3,17 +3,17 @@ and the model in MLflow's pyfunc flavour (loadable with `mlflow.pyfunc.load_mode
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from pathlib import Path
 
+from search.tracking.client import Tracker
+from search.tracking.pyfunc import log_pyfunc_model
 from seg.data import SegmentationData
 from seg.predict import Predictor, label_image
 from seg.train import FitResult
-
-from search.tracking.pyfunc import log_pyfunc_model
-from search.tracking.client import Tracker
 
 N_OVERLAYS = 4
 

@@ -17,7 +17,11 @@ from seg.data import SegmentationData, Split
 def _sizes(split: Split) -> dict[str, Any]:
     hs = torch.tensor([img.shape[-2] for img in split.images], dtype=torch.float32)
     ws = torch.tensor([img.shape[-1] for img in split.images], dtype=torch.float32)
-    stat = lambda t: {"min": int(t.min()), "median": float(t.median()), "max": int(t.max()), "mean": round(float(t.mean()), 1)}  # noqa: E731
+
+    def stat(t: torch.Tensor) -> dict[str, Any]:
+        return {"min": int(t.min()), "median": float(t.median()), "max": int(t.max()),
+                "mean": round(float(t.mean()), 1)}
+
     return {"height": stat(hs), "width": stat(ws)}
 
 

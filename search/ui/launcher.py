@@ -18,23 +18,21 @@ Neither server has authentication: binding to anything but loopback needs --allo
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 import shutil
 import signal
 import socket
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from search.study.lookup import StudyNotFoundError, load_named_study, storage_must_exist, study_id
 from search.settings import configure_process
-from search.ui.servers import Server, ServerFailed, start, stop_all, supervise, wait_ready
+from search.study.lookup import StudyNotFoundError, load_named_study, storage_must_exist, study_id
 from search.study.storage import DEFAULT_STORAGE
-from search.tracking.client import DEFAULT_TRACKING_URI
-from search.tracking.client import artifact_root_for
-from search.tracking.client import RUN_ID_ATTR
+from search.tracking.client import DEFAULT_TRACKING_URI, RUN_ID_ATTR, artifact_root_for
+from search.ui.servers import Server, ServerFailed, start, stop_all, supervise, wait_ready
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 START_TIMEOUT_S = 90.0  # MLflow needs ~15 s on a busy 2-core box; leave room
@@ -104,7 +102,8 @@ def check_port_free(host: str, port: int, flag: str) -> None:
 
 def check_ports(args: UiSettings) -> None:
     if args.mlflow_port == args.dashboard_port:
-        raise UsageError(f"--mlflow-port and --dashboard-port are both {args.mlflow_port}; expected two different ports")
+        raise UsageError(f"--mlflow-port and --dashboard-port are both {args.mlflow_port}; "
+                         "expected two different ports")
     check_port_free(args.host, args.mlflow_port, "--mlflow-port")
     check_port_free(args.host, args.dashboard_port, "--dashboard-port")
 

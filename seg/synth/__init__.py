@@ -55,14 +55,14 @@ from seg.synth.writer import (
     COMPLETE_MARKER,
     FORMAT_VERSION,
     SPLITS,
-    _generate,  # noqa: F401  (used by tests)
-    _parameters_hash,  # noqa: F401  (used by tests)
     content_hash,
     dataset_parameters,
     default_cache_dir,
     default_dataset_root,
     generate_dataset,
     is_complete,
+    parameters_hash,
+    write_splits,
 )
 
 __all__ = [
@@ -85,6 +85,8 @@ __all__ = [
     "generate_dataset",
     "is_complete",
     "main",
+    "parameters_hash",
     "render_scene",
     "scene_params",
+    "write_splits",
 ]

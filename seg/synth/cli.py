@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from seg.synth.spec import CLASSES, SceneParams, scene_params
-from seg.synth.writer import _generate
+from seg.synth.writer import write_splits
 
 
 def _format_frequencies(counts: np.ndarray) -> str:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    counts = _generate(
+    counts = write_splits(
         args.out, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
         min_size=args.min_size, max_size=args.max_size,
         params=scene_params(noise_sigma=args.noise_sigma),

@@ -60,9 +60,13 @@ def _write_split(
     return counts
 
 
-def _generate(
+def write_splits(
     root: Path, *, seed: int, n_train: int, n_val: int, min_size: int, max_size: int, params: SceneParams
 ) -> np.ndarray:
+    """Render and write both splits under `root`; returns the label pixel count per class.
+
+    Every dataset this package writes goes through here, so it is the seam to wrap when testing
+    what happens around generation (e.g. another process finishing the same cache first)."""
     if not 8 <= min_size <= max_size:
         raise ValueError(f"need 8 <= min_size <= max_size, got {min_size}, {max_size}")
     if n_train < 0 or n_val < 0:
@@ -89,7 +93,7 @@ def generate_dataset(
     ``default_dataset_root``'s job).
     """
     root = Path(root)
-    _generate(
+    write_splits(
         root, seed=seed, n_train=n_train, n_val=n_val, min_size=min_size, max_size=max_size,
         params=scene_params(**knobs),
     )
@@ -122,7 +126,7 @@ def dataset_parameters(
     }
 
 
-def _parameters_hash(parameters: dict[str, Any]) -> str:
+def parameters_hash(parameters: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -188,7 +192,7 @@ def default_dataset_root(
     """
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     parameters = dataset_parameters(seed=seed, n_train=n_train, n_val=n_val, **knobs)
-    name = f"{FORMAT_VERSION}-{_parameters_hash(parameters)}"
+    name = f"{FORMAT_VERSION}-{parameters_hash(parameters)}"
     final = cache / name
     if is_complete(final, parameters):
         return final
@@ -197,7 +201,7 @@ def default_dataset_root(
     _remove_stale_temps(cache)
     tmp = cache / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        counts = _generate(
+        counts = write_splits(
             tmp, seed=parameters["seed"], n_train=parameters["n_train"], n_val=parameters["n_val"],
             min_size=parameters["min_size"], max_size=parameters["max_size"],
             params=scene_params(**parameters["scene"]),

@@ -57,8 +57,10 @@ def markdown_summary(results: dict[str, Any]) -> str:
     """The same tables as the console, as markdown, with the machine, date and exact command."""
     m = results["machine"]
     lines = [f"# Benchmark results ({'tiny' if results['tiny'] else 'full size'})", "",
-             f"- command: `{results['command']}`", f"- started: {results['started']}, finished: {results.get('finished')}",
-             f"- CPU: {m['cpu']} ({m['cpu_cores']} cores, {m['torch_threads']} torch threads); GPU: {m['gpu'] or 'none'}",
+             f"- command: `{results['command']}`",
+             f"- started: {results['started']}, finished: {results.get('finished')}",
+             f"- CPU: {m['cpu']} ({m['cpu_cores']} cores, {m['torch_threads']} torch threads); "
+             f"GPU: {m['gpu'] or 'none'}",
              f"- torch {m['torch']}, optuna {m['optuna']}, mlflow {m['mlflow']}, Python {m['python']}", ""]
     for name, section in results["sections"].items():
         lines.append(f"## {TITLES.get(name, name)}")

@@ -1,4 +1,9 @@
-"""Argument parsing, section dispatch and incremental JSON writing for `python -m search.bench`."""
+"""Argument parsing, section dispatch and incremental JSON writing for `python -m benchmarks`.
+
+Default output: `benchmarks/results/<date>-<cpu|gpu>/<cpu|gpu>-<date>.json` (the dated results
+folder of the package, whatever the working directory) with the markdown tables beside it;
+`--tiny` writes `benchmarks-tiny.json` in the temp folder instead.
+"""
 
 from __future__ import annotations
 
@@ -15,30 +20,36 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from search.bench.machine import machine_info
-from search.bench.settings import (
+from benchmarks.bench_settings import (
     SECTIONS,
     Sizes,
     tiny_pruning_toml,
     tiny_sizes,
     write_study,
 )
+from benchmarks.machine import machine_info
 from search.study.samplers_pruners import pruner_arg
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"  # dated folders: <date>-<cpu|gpu>/
 
 
 def pruner_label(text: str) -> str:
-    """A pruner as `--pruner` takes it, checked here so a typo fails before hours of runs; kept as typed (the run's label)."""
+    """A pruner as `--pruner` takes it, checked here so a typo fails before hours of runs.
+
+    Kept as typed: it is the run's label.
+    """
     pruner_arg(text)
     return text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m search.bench",
+    p = argparse.ArgumentParser(prog="python -m benchmarks",
                                 description="Benchmark: harness overhead, data pipeline, training speed, "
                                             "fixed cost, concurrency and pruning efficiency; a table and JSON.")
-    p.add_argument("--tiny", action="store_true", help="tiny model/data, 1-2 steps, 2 trials, 1 seed (the test suite's)")
-    p.add_argument("--json", type=Path, help="write the results here (default: benchmarks/<device>-<date>.json; "
-                                             "with --tiny, a file in the temp folder)")
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny model/data, 1-2 steps, 2 trials, 1 seed (the test suite's)")
+    p.add_argument("--json", type=Path, help="write the results here (default: benchmarks/results/<date>-<cpu|gpu>/"
+                                             "<cpu|gpu>-<date>.json; with --tiny, a file in the temp folder)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION", help=f"run only these of {list(SECTIONS)}")
     p.add_argument("--skip", nargs="+", choices=SECTIONS, default=[], metavar="SECTION", help="skip these sections")
@@ -92,10 +103,15 @@ def _check_sizes(sizes: Sizes) -> None:
 
 
 def default_json_path(tiny: bool, device: str) -> Path:
+    """`results/<date>-<cpu|gpu>/<cpu|gpu>-<date>.json` in this package; with --tiny, the temp folder."""
     if tiny:
-        return Path(tempfile.gettempdir()) / "search-bench-tiny.json"
-    kind = "gpu" if device.startswith("cuda") else "cpu"
-    return Path("benchmarks") / f"{kind}-{dt.date.today().isoformat()}.json"
+        return Path(tempfile.gettempdir()) / "benchmarks-tiny.json"
+    import torch
+
+    # "auto" is labelled by what it resolves to, so a GPU run without --device is not filed as cpu.
+    kind = "gpu" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    date = dt.date.today().isoformat()
+    return RESULTS_DIR / f"{date}-{kind}" / f"{kind}-{date}.json"
 
 
 def write_json(path: Path, results: dict[str, Any]) -> None:
@@ -114,17 +130,17 @@ def selected_sections(args: argparse.Namespace) -> list[str]:
 def section_runner(name: str) -> Callable[[Sizes, Callable[[dict[str, Any]], None]], dict[str, Any]]:
     """Sections are imported only when they run, so one section's imports never slow another's figures."""
     if name == "overhead":
-        from search.bench.overhead import measure
+        from benchmarks.overhead import measure
     elif name == "pipeline":
-        from search.bench.pipeline import measure
+        from benchmarks.pipeline import measure
     elif name == "speed":
-        from search.bench.speed import measure
+        from benchmarks.speed import measure
     elif name == "fixed_cost":
-        from search.bench.fixed_cost import measure
+        from benchmarks.fixed_cost import measure
     elif name == "concurrency":
-        from search.bench.concurrency import measure
+        from benchmarks.concurrency import measure
     else:
-        from search.bench.pruning import measure_sizes as measure
+        from benchmarks.pruning import measure_sizes as measure
     return measure
 
 
@@ -145,21 +161,21 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory(prefix="search-bench-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="benchmarks-") as scratch:
         try:
             sizes = sizes_from_args(args, Path(scratch))
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         try:
-            return run_sections(args, sizes, "python -m search.bench " + shlex.join(argv))
+            return run_sections(args, sizes, "python -m benchmarks " + shlex.join(argv))
         except KeyboardInterrupt as err:
             print("interrupted: the JSON keeps every section and pruning run finished so far", file=sys.stderr)
             return 143 if isinstance(err, Terminated) else 130
 
 
 def run_sections(args: argparse.Namespace, sizes: Sizes, command: str) -> int:
-    from search.bench.report import markdown_summary, print_report, print_section
+    from benchmarks.tables import markdown_summary, print_report, print_section
 
     path = args.json or default_json_path(args.tiny, sizes.device)
     results: dict[str, Any] = {"schema": 1, "command": command,

@@ -1,6 +1,6 @@
 """Concurrency: total training images/s with 1, 2 and 4 trials at once on one device.
 
-Each trial is a separate process (`search.bench.worker`) training the default-study-like config on
+Each trial is a separate process (`benchmarks.concurrency_worker`) training the default-study-like config on
 a fixed batch for a fixed number of steps; all start timing together (a go file) and the total is
 all images over the span from the first start to the last end. On a CPU each worker gets
 cores // n torch threads (at least 1), so n workers never oversubscribe the cores.
@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from search.bench.settings import Sizes
+from benchmarks.bench_settings import Sizes
 from seg.config import Config
 from seg.runtime import resolve_device
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]  # workers run `-m benchmarks...` from here
 WORKER_TIMEOUT_S = 900
 
 
@@ -35,7 +35,7 @@ def run_workers(cfg: Config, n: int, steps: int) -> dict[str, Any]:
     threads = _threads(device.type, n)
     with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as tmp:
         go = Path(tmp) / "go"
-        cmd = [sys.executable, "-m", "search.bench.worker", json.dumps(cfg.to_dict()), str(steps), str(go)]
+        cmd = [sys.executable, "-m", "benchmarks.concurrency_worker", json.dumps(cfg.to_dict()), str(steps), str(go)]
         cmd += [threads] if threads else []
         procs = [subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(n)]
@@ -51,7 +51,7 @@ def run_workers(cfg: Config, n: int, steps: int) -> dict[str, Any]:
                 if p.poll() is None:
                     p.kill()
                     p.wait()
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         if p.returncode != 0:
             raise RuntimeError(f"concurrency worker exited {p.returncode}: {err[-2000:]}")
     figures = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]

@@ -27,7 +27,7 @@ def gpu_peak(name: str) -> dict[str, float | str | None]:
     for key, bf16, tf32 in GPU_PEAKS_TFLOPS:
         if key.lower() in name.lower():
             return {"bf16": bf16 * 1e12, "tf32": tf32 * 1e12, "source": f"vendor dense peak table ({key})"}
-    return {"bf16": None, "tf32": None, "source": f"unknown GPU {name!r}: add it to search.bench.peaks.GPU_PEAKS_TFLOPS"}
+    return {"bf16": None, "tf32": None, "source": f"unknown GPU {name!r}: add it to benchmarks.peaks.GPU_PEAKS_TFLOPS"}
 
 
 def measured_matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 8) -> float:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from search.bench.settings import Sizes
+from benchmarks.bench_settings import Sizes
 from seg.config import Config
 from seg.gpu_data import device_data_decision, device_loaders
 from seg.loaders import build_loaders, resolve_dataset
@@ -34,7 +34,7 @@ from seg.runtime import (
 from seg.train import fit, masked_cross_entropy
 
 GOAL = 0.05
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def fresh_process_costs(cfg: Config) -> tuple[float, float]:
@@ -129,7 +129,8 @@ def measure(sizes: Sizes, keep: Callable[[dict[str, Any]], None]) -> dict[str, A
                   per_trial_fraction_if_one_process_per_trial=round((per_trial + per_process) / rung, 4),
                   goal=GOAL, meets_goal=per_trial / rung < GOAL)
     result["tables"] = {"fixed cost vs a minimum-rung trial": [
-        {"cost": k, "seconds": result[k], "fraction of min-rung trial": round(result[k] / rung, 4) if result[k] else None}
+        {"cost": k, "seconds": result[k],
+         "fraction of min-rung trial": round(result[k] / rung, 4) if result[k] else None}
         for k in ("process_start_s", "data_load_s", "model_build_s", "loaders_build_s", "compile_warmup_cold_s",
                   "compile_warmup_reused_s", "per_trial_fixed_s", "per_process_fixed_s", "min_rung_trial_s")]}
     keep(result)

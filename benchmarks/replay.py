@@ -1,8 +1,8 @@
 """Replay pruner settings on learning curves recorded without pruning: epochs saved and mIoU lost, in seconds.
 
-    python -m search.bench.replay benchmarks/cpu-pruning-t1-none-s01-2026-11-24.json \
-        benchmarks/cpu-pruning-t1-none-s2-2026-11-24.json
-    python -m search.bench.replay RESULTS.json --pruner sha:reduction_factor=4 --pruner median:n_startup_trials=3
+    python -m benchmarks.replay benchmarks/results/2026-11-24-cpu/raw/cpu-pruning-t1-none-s01-2026-11-24.json \
+        benchmarks/results/2026-11-24-cpu/raw/cpu-pruning-t1-none-s2-2026-11-24.json
+    python -m benchmarks.replay RESULTS.json --pruner sha:reduction_factor=4 --pruner median:n_startup_trials=3
 
 Each "none" run of a pruning benchmark JSON keeps every trial's val mIoU per epoch. Replaying
 feeds those curves, in trial order, through the real Optuna pruner (report + should_prune per
@@ -29,8 +29,8 @@ from typing import Any
 import optuna
 from scipy.stats import spearmanr
 
-from search.bench.merge import differing_key, pruning_section
-from search.bench.report import markdown_table
+from benchmarks.merge import differing_key, pruning_section
+from benchmarks.tables import markdown_table
 from search.study.samplers_pruners import build_pruner, parse_pruner
 
 DEFAULT_SETTINGS = ("sha", "sha:reduction_factor=4", "sha:min_resource=2", "sha:min_early_stopping_rate=1",
@@ -85,7 +85,10 @@ def early_ranks(curves: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
 
 
 def no_pruning_curves(section: dict[str, Any]) -> tuple[str, dict[int, list[list[float]]]]:
-    """The study's name and, per seed, the curves of a pruning section's 'none' runs (every trial trained to the end)."""
+    """The study's name and, per seed, the curves of a pruning section's 'none' runs.
+
+    Those runs trained every trial to the end.
+    """
     curves = {r["seed"]: [c["values"] for c in r["curves"]] for r in section.get("runs", [])
               if r["pruner"] == "none" and "curves" in r}
     return Path(str(section.get("study", "replay"))).stem, curves
@@ -112,7 +115,7 @@ def compare(curves_by_seed: dict[int, list[list[float]]], settings: Sequence[str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.bench.replay", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.replay", description=__doc__.split("\n\n")[0])
     p.add_argument("results", nargs="+", type=Path, help="pruning benchmark JSON files with 'none' runs")
     p.add_argument("--pruner", action="append", metavar="NAME[:KEY=VALUE,...]",
                    help=f"pruner settings to replay (default: {' '.join(DEFAULT_SETTINGS)})")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from search.bench.settings import Sizes
-from seg.bench import device_loader_images_per_s, loader_images_per_s, step_images_per_s
+from benchmarks.bench_settings import Sizes
+from benchmarks.throughput import device_loader_images_per_s, loader_images_per_s, step_images_per_s
 from seg.loaders import resolve_dataset
 from seg.runtime import resolve_device
 from seg.train import fit

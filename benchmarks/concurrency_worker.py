@@ -1,4 +1,4 @@
-"""One concurrency-benchmark worker: `python -m search.bench.worker CONFIG_JSON STEPS GO_FILE [THREADS]`.
+"""One concurrency-benchmark worker: `python -m benchmarks.concurrency_worker CONFIG_JSON STEPS GO_FILE [THREADS]`.
 
 Builds the model of CONFIG_JSON (a `Config.to_dict()`), runs two warm-up steps, prints `ready`,
 waits for GO_FILE to exist (so all workers start timing together), runs STEPS training steps on a

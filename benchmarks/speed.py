@@ -2,7 +2,7 @@
 
 Variants: fp32, bf16 AMP, bf16 + channels_last, bf16 + channels_last + torch.compile. FLOPs per
 image come from the model itself (`seg.model.forward_flops`, x3 for forward + backward). On CUDA the
-floor is the device's peak from `search.bench.peaks`; on a CPU it is a matmul measured in this run.
+floor is the device's peak from `benchmarks.peaks`; on a CPU it is a matmul measured in this run.
 On a CPU only fp32 runs unless `--speed-cpu-variants` (bf16 there is emulated and compile takes
 minutes); skipped variants keep their fields, null, with the reason.
 """
@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from search.bench.peaks import (
+from benchmarks.bench_settings import Sizes
+from benchmarks.peaks import (
     H100_MEASURED_BF16_TFLOPS,
     gpu_peak,
     measured_matmul_flops,
 )
-from search.bench.settings import Sizes
-from seg.bench import timed_steps
+from benchmarks.throughput import timed_steps
 from seg.model import build_unet, count_parameters, forward_flops
 from seg.runtime import Precision, resolve_device
 
@@ -83,7 +83,8 @@ def measure(sizes: Sizes, keep: Callable[[dict[str, Any]], None]) -> dict[str, A
     label = "tiny UNet (--tiny)" if sizes.tiny else "report UNet"
     result["tables"] = {f"{label} {size}x{size}, batch {sizes.speed_batch}, {device}": [
         {"variant": n, "images/s": r["images_per_s"], "x fp32": r["speedup_vs_fp32"], "TFLOP/s": r["achieved_tflops"],
-         "fraction of floor": r["fraction_of_peak"], "skipped": r["skip_reason"]} for n, r in result["variants"].items()]}
+         "fraction of floor": r["fraction_of_peak"], "skipped": r["skip_reason"]}
+        for n, r in result["variants"].items()]}
     keep(result)
     return result
 
@@ -93,7 +94,8 @@ def run_variant(name: str, cfg: Any, device: torch.device, sizes: Sizes, steps: 
     bf16, channels_last, compiled = VARIANTS[name]
     row: dict[str, Any] = {"images_per_s": None, "achieved_tflops": None, "fraction_of_peak": None,
                            "peak_used": "bf16" if bf16 else "fp32", "ran_on": device.type,
-                           "target_images_per_s_h100": ISSUE_TARGETS.get(name), "skip_reason": skip_reason(name, device, sizes)}
+                           "target_images_per_s_h100": ISSUE_TARGETS.get(name),
+                           "skip_reason": skip_reason(name, device, sizes)}
     if row["skip_reason"]:
         return row
     prec = Precision(device, torch.bfloat16 if bf16 else None, False, channels_last)

@@ -1,13 +1,16 @@
 """Merge pruning benchmarks run as separate processes (one per seed, say) into one result with its tables.
 
-    python -m search.bench.merge benchmarks/cpu-pruning-s0.json benchmarks/cpu-pruning-s1.json \\
-        --json benchmarks/cpu-pruning-merged.json
+    D=benchmarks/results/<date>-cpu
+    python -m benchmarks.merge $D/raw/cpu-pruning-s0-<date>.json $D/raw/cpu-pruning-s1-<date>.json \\
+        --json $D/cpu-pruning-<date>.json
 
 The runs must share the study, trial count, max epochs and device; each (seed, pruner) may appear
 once. Ratios and gaps are computed per seed against that seed's own "none" run, so files measured
 under different conditions (threads, code version) still compare like with like within a seed.
 The merged JSON lists its source files with their commands and machine settings, and a markdown
-copy of the tables is written beside it.
+copy of the tables is written beside it. The per-run files go in the dated folder's `raw/`: the
+merged file holds their runs, they keep the rest (machine, start and finish times) and can be
+replayed seed by seed.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from search.bench.pruning import PRUNERS, compare, tables
-from search.bench.report import markdown_table
+from benchmarks.pruning import PRUNERS, compare, tables
+from benchmarks.tables import markdown_table
 
 SHARED = ("study", "trials", "max_epochs", "device")
 
@@ -36,7 +39,7 @@ def pruning_section(path: Path) -> dict[str, Any]:
         raise MergeError(f"{path}: {exc}") from exc
     section = result.get("sections", {}).get("pruning")
     if not section or not section.get("runs"):
-        raise MergeError(f"{path}: no pruning runs (expected a `search.bench` JSON with a 'pruning' section)")
+        raise MergeError(f"{path}: no pruning runs (expected a `python -m benchmarks` JSON with a 'pruning' section)")
     return section | {"_command": result.get("command"), "_machine": result.get("machine", {})}
 
 
@@ -86,7 +89,7 @@ def markdown(merged: dict[str, Any], command: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.bench.merge", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.merge", description=__doc__.split("\n\n")[0])
     p.add_argument("results", nargs="+", type=Path, help="pruning benchmark JSON files")
     p.add_argument("--json", type=Path, required=True, help="write the merged result here (and .md beside it)")
     args = p.parse_args(argv)
@@ -95,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    command = "python -m search.bench.merge " + " ".join(map(str, args.results)) + f" --json {args.json}"
+    command = "python -m benchmarks.merge " + " ".join(map(str, args.results)) + f" --json {args.json}"
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"command": command, "sections": {"pruning": merged}}, indent=2))
     text = markdown(merged, command)

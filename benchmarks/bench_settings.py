@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seg.config import Config, ModelConfig
+from seg.config import Config
 
 # The seed report's UNet: channels [32..1024], 31,100,810 parameters.
 REPORT_MODEL = {"depth": 6, "base_channels": 32, "max_channels": 1024}
@@ -94,7 +93,8 @@ def fixed_study_toml(cfg: Config, name: str, pruner: str = "median") -> str:
 def tiny_pruning_toml() -> str:
     """A two-dimension tiny study for the pruning section in tiny mode."""
     return (f'[study]\nname = "bench-tiny"\n\n[data]\nnum_classes = 10\nsynth_train = {TINY_DATA["synth_train"]}\n'
-            f'synth_val = {TINY_DATA["synth_val"]}\n\n[budget]\ntrials = 2\nmax_epochs = 2\n\n[sampler]\nname = "tpe"\n\n'
+            f'synth_val = {TINY_DATA["synth_val"]}\n\n[budget]\ntrials = 2\nmax_epochs = 2\n\n'
+            '[sampler]\nname = "tpe"\n\n'
             '[pruner]\nname = "sha"\n\n[space.model]\ndepth = 2\nbase_channels = 4\nmax_channels = 8\n\n'
             '[space.train]\nlr = { low = 1e-3, high = 1e-2, log = true }\nbatch_size = 4\n\n'
             '[space.transforms]\ncrop_size = 32\nhflip = { choices = [0.0, 0.5] }\n')
@@ -104,11 +104,6 @@ def write_study(text: str, folder: Path, stem: str) -> Path:
     path = folder / f"{stem}.toml"
     path.write_text(text)
     return path
-
-
-def scratch_dir() -> Path:
-    """A process-lifetime temp folder for generated study files."""
-    return Path(tempfile.mkdtemp(prefix="search-bench-"))
 
 
 def _data_items(cfg: Config) -> list[tuple[str, Any]]:
@@ -123,6 +118,3 @@ def _toml(value: Any) -> str:
         return f'"{value}"'
     return repr(value)
 
-
-def report_model_config() -> ModelConfig:
-    return ModelConfig(**REPORT_MODEL)

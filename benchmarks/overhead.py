@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from search.bench.harness import harness_settings, optimize, prepare_study, temp_storages
-from search.bench.settings import Sizes, fixed_study_toml, write_study
+from benchmarks.bench_settings import Sizes, fixed_study_toml, write_study
+from benchmarks.harness import harness_settings, optimize, prepare_study, temp_storages
 from seg.config import Config
 from seg.loaders import resolve_dataset
 from seg.train import fit
@@ -28,7 +28,8 @@ def harness_trial(cfg: Config) -> tuple[dict[str, Any], Config, Any]:
     """One trial of a study whose space is fixed to `cfg`; returns (timing attr, trained config, data)."""
     with temp_storages("bench-overhead-") as root:
         study_file = write_study(fixed_study_toml(cfg, "bench-overhead"), root, "bench-overhead")
-        study, ctx = prepare_study(harness_settings(root, str(study_file), epochs=cfg.train.epochs, device=cfg.train.device))
+        settings = harness_settings(root, str(study_file), epochs=cfg.train.epochs, device=cfg.train.device)
+        study, ctx = prepare_study(settings)
         run = optimize(study, ctx, 1)
         trial = run.study.trials[0]
         if trial.state.name != "COMPLETE":
@@ -56,7 +57,8 @@ def measure(sizes: Sizes, keep: Callable[[dict[str, Any]], None]) -> dict[str, A
         pairs.append({"bare_fit_s": round(bare_s, 3), "trial_total_s": timing["total_s"],
                       "trial_training_s": timing["training_s"], "trial_harness_s": timing["harness_s"],
                       "trial_epoch_hooks_s": timing["epoch_hooks_s"], "trial_artifacts_s": timing["artifacts_s"],
-                      "wall_ratio_trial_minus_artifacts_vs_bare": round((timing["total_s"] - timing["artifacts_s"]) / bare_s, 4),
+                      "wall_ratio_trial_minus_artifacts_vs_bare":
+                          round((timing["total_s"] - timing["artifacts_s"]) / bare_s, 4),
                       "harness_fraction_of_training": round(timing["harness_s"] / timing["training_s"], 5)})
     med = statistics.median
     wall_overhead = med(p["wall_ratio_trial_minus_artifacts_vs_bare"] for p in pairs) - 1

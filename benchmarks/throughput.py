@@ -1,6 +1,6 @@
 """Throughput figures for the segmentation core: training step and data pipeline, in images/s.
 
-    python -m seg.bench [--device cpu] [--steps 20] [--json out.json]
+    python -m benchmarks.throughput [--device cpu] [--steps 20] [--json out.json]
 
 Prints, for a few UNet sizes, the training images/s of the step alone (synthetic batches already
 on the device) and the images/s the cached, augmented loader delivers, so the two can be
@@ -73,7 +73,7 @@ def device_loader_images_per_s(cfg: Config, batches: int) -> float:
     device = resolve_device(cfg.train.device)
     loader, _ = device_loaders(cfg, resolve_dataset(cfg.data), device)
     n, seen = 0, 0
-    for images, _ in loader:  # warm-up: the first batch pays one-off kernel set-up
+    for _ in loader:  # warm-up: the first batch pays one-off kernel set-up
         break
     _sync(device)
     start = time.perf_counter()
@@ -102,13 +102,14 @@ def run(device: str, steps: int, batch: int, crop: int) -> dict:
         cfg = base.replace(model=model)
         ips = step_images_per_s(cfg, steps)
         flops = 3 * forward_flops(cfg.model, crop, crop)  # forward + backward ~ 3x forward
-        results["models"][name] = {"params": count_parameters(build_unet(cfg.model)), "train_images_per_s": round(ips, 1),
-                                   "gflop_per_image": round(flops / 1e9, 3), "achieved_gflops": round(ips * flops / 1e9, 1)}
+        results["models"][name] = {"params": count_parameters(build_unet(cfg.model)),
+                                   "train_images_per_s": round(ips, 1), "gflop_per_image": round(flops / 1e9, 3),
+                                   "achieved_gflops": round(ips * flops / 1e9, 1)}
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m seg.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch", type=int, default=8)

@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from search.bench.harness import harness_settings, optimize, prepare_study, temp_storages
+from benchmarks.harness import harness_settings, optimize, prepare_study, temp_storages
 from search.study.definition import load_study
 
 PRUNERS = ("none", "sha", "hyperband", "median")
@@ -29,7 +29,8 @@ def run_one(root: Path, study_file: str, pruner: str, seed: int, trials: int, ep
     The wall time is `study.optimize` alone: storage schema and dataset loading are done before it.
     """
     name = f"{load_study(study_file).name}-{pruner}-s{seed}"
-    settings = harness_settings(root, study_file, pruner=pruner, epochs=epochs, seed=seed, device=device, study_name=name)
+    settings = harness_settings(root, study_file, pruner=pruner, epochs=epochs, seed=seed, device=device,
+                                study_name=name)
     study, ctx = prepare_study(settings)
     run = optimize(study, ctx, trials)
     return summarize_trials(run.study.trials, run.wall_s) | {"pruner": pruner, "seed": seed}
@@ -71,8 +72,8 @@ def compare(runs: Sequence[dict[str, Any]], pruners: Sequence[str]) -> dict[str,
         mine = [r for r in runs if r["pruner"] == pruner]
         if not mine:
             continue
-        ratios = [base[r["seed"]]["epochs_trained"] / r["epochs_trained"] if r["seed"] in base and r["epochs_trained"] else None
-                  for r in mine]
+        ratios = [base[r["seed"]]["epochs_trained"] / r["epochs_trained"]
+                  if r["seed"] in base and r["epochs_trained"] else None for r in mine]
         gaps = [_gap(base.get(r["seed"]), r) for r in mine]
         row = {"seeds": [r["seed"] for r in mine],
                "mean_epochs_trained": _mean([r["epochs_trained"] for r in mine]),
@@ -124,7 +125,8 @@ def measure(study_file: str, pruners: Sequence[str], seeds: Sequence[int], trial
 
 def tables(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Rows for the printed tables: means per pruner, then every run."""
-    means = [{"pruner": p, "mean epochs": r["mean_epochs_trained"], "epochs ratio vs none": r["mean_epochs_ratio_vs_none"],
+    means = [{"pruner": p, "mean epochs": r["mean_epochs_trained"],
+              "epochs ratio vs none": r["mean_epochs_ratio_vs_none"],
               "mean wall s": r["mean_wall_s"], "mean best mIoU": r["mean_best_val_miou"],
               "mIoU gap vs none": r["mean_miou_gap_vs_none"], "goal met": r["meets_goal"]}
              for p, r in result["summary"].items()]
