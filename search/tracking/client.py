@@ -24,7 +24,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from search.guards.signals import deferred_signals
-from search.study.storage import ensure_sqlite_parent
 from seg.train import EpochResult
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
@@ -220,5 +219,6 @@ def _tag_value(value: Any) -> str:
 
 def ensure_tracking_schema(tracking_uri: str) -> None:
     """Touch the MLflow store once so its tables exist before trials (and workers) start."""
-    ensure_sqlite_parent(tracking_uri)
+    if tracking_uri.startswith("sqlite:///"):  # the database's folder must exist before the first connection
+        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     Tracker(tracking_uri).ping()
