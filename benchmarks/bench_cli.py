@@ -28,6 +28,7 @@ from benchmarks.bench_settings import (
     write_study,
 )
 from benchmarks.machine import machine_info
+from search.settings import configure_process
 from search.study.samplers_pruners import pruner_arg
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"  # dated folders: <date>-<cpu|gpu>/
@@ -155,6 +156,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    configure_process()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
     if args.threads:
