@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from search.objective import Progress
+from search.study.quota import epochs_trained
 from search.tracking.client import RUN_ID_ATTR
 
 
@@ -86,9 +87,11 @@ class LiveDisplay:
 def print_summary(console: Console, study: optuna.Study, storage: str, tracking_uri: str, elapsed: float) -> None:
     """Counts, the best trial, and the next commands, which name the study as the storage knows it."""
     counts = state_counts(study)
+    trials = study.get_trials(deepcopy=False)
     console.print(f"\n[bold]Study {study.study_name}[/bold] finished in {elapsed:.0f}s: "
-                  f"{counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+                  f"{counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed; "
+                  f"{epochs_trained(trials)} epochs trained in all")
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if complete:
         best = study.best_trial
         console.print(f"best trial {best.number}: val mIoU {best.value:.4f}, "

@@ -1,7 +1,8 @@
 """Study definitions as data: one TOML file per study (see studies/default.toml).
 
-A definition holds the direction and metric, the dataset, the budgets, sampler and pruner
-settings, and the search space. Each space entry is fixed (a plain value) or ranged:
+A definition holds the direction and metric, the dataset, the budgets (trials and/or total
+epochs), sampler and pruner settings, and the search space.
+Each space entry is fixed (a plain value) or ranged:
 `{ low = .., high = .., log = true, step = .. }` (int when both bounds are ints) or
 `{ choices = [..] }`. Everything is checked when the file is read; errors name the file and key.
 """
@@ -67,7 +68,8 @@ class StudyDef:
     direction: str = "maximize"
     data_required: bool = False
     data: dict[str, Any] = field(default_factory=dict)
-    trials: int = 50
+    trials: int | None = 50  # None: no trial limit (a file that gives budget.total_epochs alone)
+    total_epochs: int | None = None
     max_epochs: int = 8
     timeout_s: float | None = None
     trial_timeout_s: float | None = None  # wall-clock limit of one trial
@@ -122,7 +124,7 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
     study = raw.get("study", {})
     _no_unknown(path, "[study]", study, {"name", "metric", "direction", "data_required"})
     budget = raw.get("budget", {})
-    _no_unknown(path, "[budget]", budget, {"trials", "max_epochs", "timeout_s", "trial_timeout_s"})
+    _no_unknown(path, "[budget]", budget, {"trials", "total_epochs", "max_epochs", "timeout_s", "trial_timeout_s"})
     _no_unknown(path, "[baseline]", raw.get("baseline", {}), {"params"})
     data = raw.get("data", {})
     _no_unknown(path, "[data]", data, {f.name for f in dataclasses.fields(DataConfig)})
@@ -133,7 +135,8 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
         direction=study.get("direction", "maximize"),
         data_required=bool(study.get("data_required", False)),
         data=dict(data),
-        trials=int(budget.get("trials", 50)),
+        trials=_count(path, "[budget] trials", budget.get("trials", None if "total_epochs" in budget else 50), 1),
+        total_epochs=_count(path, "[budget] total_epochs", budget.get("total_epochs"), 1),
         max_epochs=int(budget.get("max_epochs", 8)),
         timeout_s=budget.get("timeout_s") or None,
         trial_timeout_s=budget.get("trial_timeout_s") or None,
@@ -144,6 +147,15 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
     )
     _check(sdef)
     return sdef
+
+
+def _count(path: Path, where: str, value: Any, least: int) -> int | None:
+    """An integer setting (None stays None), at least `least`; else an error naming the file and key."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{path}: {where} = {value!r}; expected an integer >= {least}")
+    return value
 
 
 def _no_unknown(path: Path, where: str, table: dict[str, Any], allowed: set[str]) -> None:
@@ -198,8 +210,8 @@ def _check(sdef: StudyDef) -> None:
         build_pruner(sdef.pruner, max(sdef.max_epochs, 1))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{p}: [pruner] {sdef.pruner}: {exc}") from exc
-    if sdef.trials < 1 or sdef.max_epochs < 1:
-        raise ValueError(f"{p}: [budget] trials and max_epochs must be >= 1")
+    if sdef.max_epochs < 1:
+        raise ValueError(f"{p}: [budget] max_epochs must be >= 1")
     if sdef.trial_timeout_s is not None and not sdef.trial_timeout_s > 0:
         raise ValueError(f"{p}: [budget] trial_timeout_s must be a positive number of seconds, "
                          f"got {sdef.trial_timeout_s!r}")
