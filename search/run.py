@@ -7,6 +7,7 @@
     python -m search.run --storage postgresql://USER@HOST/DB --tracking-uri http://HOST:5000 --total-trials 200
                                                           # the same command on every machine of a shared study
     python -m search.run --total-epochs 230               # stop once the study's trials trained 230 epochs
+    python -m search.run --trials 50 --confirm 3          # then retrain the top 3 with fresh seeds (search.confirm)
 
 Rerunning the same command resumes the study and adds trials; a trial whose worker died is failed
 and retried once after the heartbeat's grace period. Compare runs in the MLflow UI and watch
@@ -26,6 +27,7 @@ import optuna
 from rich.console import Console
 from rich.markup import escape
 
+from search.confirm import ConfirmSettings, run_confirm
 from search.display import LiveDisplay, print_summary
 from search.objective import Objective, TrialContext, TrialFailed
 from search.registry import ChampionCallback
@@ -90,6 +92,11 @@ def parse_args(argv: list[str] | None = None) -> RunSettings:
                    "MLflow run KILLED, and retried once with the same params (default: 3 x --heartbeat)")
     p.add_argument("--no-baseline", action="store_true",
                    help="do not enqueue the study's [baseline] as the first trial")
+    p.add_argument("--confirm", type=int, metavar="K", help="after the search, retrain the top K complete trials "
+                   "with fresh seeds and crown the best confirmed mean (python -m search.confirm); 0: none "
+                   "(default: the study's [confirm] top)")
+    p.add_argument("--confirm-seeds", type=int, metavar="S", help="fresh seeds per confirmed configuration "
+                   "(default: the study's [confirm] seeds, 3)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers for its children
     p.add_argument("--target-total", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -167,7 +174,8 @@ def execute(study: optuna.Study, ctx: TrialContext, settings: RunSettings, conso
     finally:
         finish_tracking(ctx, study, status, plots=not worker and status == "FINISHED")
         if not worker:
-            print_summary(console, study, settings.storage, settings.tracking_uri, time.monotonic() - start)
+            print_summary(console, study, settings.storage, settings.tracking_uri, time.monotonic() - start,
+                          confirm_next=not confirm_plan(settings, ctx.sdef)[0])
     return tracking_failed(ctx, study, console) if ctx.tracking.error else 0
 
 
@@ -201,12 +209,19 @@ def run_workers(settings: RunSettings, argv: list[str], study: optuna.Study, ctx
         raise
     finally:
         finish_tracking(ctx, study, status, plots=status == "FINISHED")
-        print_summary(console, study, settings.storage, settings.tracking_uri, time.monotonic() - start)
+        print_summary(console, study, settings.storage, settings.tracking_uri, time.monotonic() - start,
+                      confirm_next=not confirm_plan(settings, ctx.sdef)[0])
     for i, code in enumerate(codes):
         if code != 0:
             Console(stderr=True).print(f"[red]{describe_exit(i, code)}[/red]: rerun the same command to resume; "
                                        "a trial it left RUNNING is failed and retried after the grace period.")
     return next((c if c > 0 else 1 for c in codes if c != 0), 0)
+
+
+def confirm_plan(settings: RunSettings, sdef: StudyDef) -> tuple[int, int]:
+    """(top K, seeds S) of the confirmation after the search: the command line over the study's [confirm]."""
+    top = sdef.confirm_top if settings.confirm is None else settings.confirm
+    return top, settings.confirm_seeds or sdef.confirm_seeds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,13 +241,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if settings.workers > 1 and not settings.is_worker:
-            return run_workers(settings, argv, study, ctx, budget, console)
-        return execute(study, ctx, settings, console, budget)
+            rc = run_workers(settings, argv, study, ctx, budget, console)
+        else:
+            rc = execute(study, ctx, settings, console, budget)
+        top, seeds = confirm_plan(settings, ctx.sdef)
+        if rc != 0 or settings.is_worker or not top or settings.trials == 0:
+            return rc
+        return run_confirm(ConfirmSettings(study.study_name, top, seeds, settings.storage, settings.tracking_uri,
+                                           settings.device, settings.data), console)
     except Terminated:
-        console.print("[red]terminated (SIGTERM): the trial in progress is FAIL, its MLflow run KILLED[/red]")
+        console.print("[red]terminated (SIGTERM): the trial (or retrain) in progress is FAIL, its MLflow run "
+                      "KILLED[/red]")
         return 143
     except KeyboardInterrupt:
-        console.print("[red]interrupted: the trial in progress is FAIL, its MLflow run KILLED[/red]")
+        console.print("[red]interrupted: the trial (or retrain) in progress is FAIL, its MLflow run KILLED[/red]")
         return 130
 
 

@@ -63,16 +63,19 @@ class RunSettings:
     sampler: str | None = None
     pruner: Mapping[str, Any] | None = None  # parsed --pruner NAME[:KEY=VALUE,...]
     no_baseline: bool = False
+    # After the search: retrain the top `confirm` trials with `confirm_seeds` fresh seeds (default: [confirm]).
+    confirm: int | None = None
+    confirm_seeds: int | None = None
     # Set by `--workers` for its child processes.
     worker_index: int | None = None
     target_total: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("trials", "total_trials", "heartbeat", "grace"):
+        for name in ("trials", "total_trials", "heartbeat", "grace", "confirm"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected a non-negative number")
-        for name in ("workers", "total_epochs"):
+        for name in ("workers", "total_epochs", "confirm_seeds"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive number")

@@ -1,7 +1,7 @@
 """Study definitions as data: one TOML file per study (see studies/default.toml).
 
 A definition holds the direction and metric, the dataset, the budgets (trials and/or total
-epochs), sampler and pruner settings, and the search space.
+epochs), sampler and pruner settings, the search space, and the confirmation of its top trials.
 Each space entry is fixed (a plain value) or ranged:
 `{ low = .., high = .., log = true, step = .. }` (int when both bounds are ints) or
 `{ choices = [..] }`. Everything is checked when the file is read; errors name the file and key.
@@ -77,6 +77,8 @@ class StudyDef:
     pruner: dict[str, Any] = field(default_factory=lambda: {"name": "hyperband"})
     space: tuple[Dimension, ...] = ()
     baseline: dict[str, Any] | None = None
+    confirm_top: int = 0  # [confirm] top: retrain this many of the best trials after the search (0: none)
+    confirm_seeds: int = 3  # [confirm] seeds: fresh training seeds per retrained configuration
 
     def dimension(self, name: str) -> Dimension | None:
         return next((d for d in self.space if d.name == name), None)
@@ -119,12 +121,14 @@ def load_study(name_or_file: str | Path) -> StudyDef:
 
 
 def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
-    known = {"study", "data", "budget", "sampler", "pruner", "space", "baseline"}
+    known = {"study", "data", "budget", "sampler", "pruner", "space", "baseline", "confirm"}
     _no_unknown(path, "top level", raw, known)
     study = raw.get("study", {})
     _no_unknown(path, "[study]", study, {"name", "metric", "direction", "data_required"})
     budget = raw.get("budget", {})
     _no_unknown(path, "[budget]", budget, {"trials", "total_epochs", "max_epochs", "timeout_s", "trial_timeout_s"})
+    confirm = raw.get("confirm", {})
+    _no_unknown(path, "[confirm]", confirm, {"top", "seeds"})
     _no_unknown(path, "[baseline]", raw.get("baseline", {}), {"params"})
     data = raw.get("data", {})
     _no_unknown(path, "[data]", data, {f.name for f in dataclasses.fields(DataConfig)})
@@ -144,6 +148,8 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
         pruner={"name": "hyperband", **raw.get("pruner", {})},
         space=_parse_space(path, raw.get("space", {})),
         baseline=raw.get("baseline", {}).get("params") if raw.get("baseline") else None,
+        confirm_top=_count(path, "[confirm] top", confirm.get("top", 0), 0),
+        confirm_seeds=_count(path, "[confirm] seeds", confirm.get("seeds", 3), 1),
     )
     _check(sdef)
     return sdef
