@@ -30,6 +30,7 @@ from search.confirm import main as confirm_main
 from search.display import print_summary
 from search.registry import CHAMPION, ChampionCallback
 from search.report.confirm_section import confirm_section
+from search.study.definition import load_study
 from search.ui.launcher import UiSettings, study_links
 from seg.config import Config
 from tests.faultkit import cli_env, start_run, wait_for
@@ -151,6 +152,21 @@ def test_bad_input_is_refused_with_the_reason(conf, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         confirm_main(env.read_args("--top", "0"))
     assert "--top 0 --seeds 3: expected positive numbers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("table", "error"), [
+    ("[confirm]\ntop = -1\n", "[confirm] top = -1; expected an integer >= 0"),
+    ("[confirm]\ntop = 2\nseeds = 0\n", "[confirm] seeds = 0; expected an integer >= 1"),
+    ("[confirm]\nruns = 2\n", "unknown key(s) ['runs'] in [confirm]"),
+])
+def test_a_bad_confirm_table_names_the_file_and_key(tmp_path: Path, table: str, error: str) -> None:
+    path = StudyEnv(tmp_path, "bad").file
+    path.write_text(path.read_text() + "\n" + table)
+    with pytest.raises(ValueError) as err:
+        load_study(path)
+    assert str(path) in str(err.value) and error in str(err.value)
+    path.write_text(path.read_text().replace(table, "[confirm]\ntop = 2\n"))
+    assert (load_study(path).confirm_top, load_study(path).confirm_seeds) == (2, 3)
 
 
 @pytest.mark.slow
