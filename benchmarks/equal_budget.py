@@ -3,7 +3,7 @@
     D=benchmarks/results/<date>-cpu/raw
     python -m benchmarks --only pruning --pruners none --seeds 4 --threads 1 --pruning-epochs 16 \\
         --pruning-total-epochs 230 --json $D/eq-none-s4.json          # one core each, two runs at a time
-    python -m benchmarks --only pruning --pruners percentile:percentile=45.0,n_startup_trials=2,n_warmup_steps=2 \\
+    python -m benchmarks --only pruning --pruners percentile:percentile=30.0,n_startup_trials=2,n_warmup_steps=2 \\
         --seeds 4 --threads 1 --pruning-epochs 16 --pruning-total-epochs 230 --json $D/eq-pct-s4.json
     python -m benchmarks.equal_budget $D/eq-*-s*.json --json benchmarks/results/<date>-cpu/equal-budget.json
     python -m benchmarks.equal_budget --tiny                           # seconds: a tiny measurement, analysed
