@@ -169,6 +169,12 @@ def test_a_bad_confirm_table_names_the_file_and_key(tmp_path: Path, table: str, 
     assert (load_study(path).confirm_top, load_study(path).confirm_seeds) == (2, 3)
 
 
+def test_the_seed_study_confirms_by_default_and_the_default_study_does_not() -> None:
+    seed, default = load_study("seed"), load_study("default")
+    assert (seed.confirm_top, seed.confirm_seeds) == (3, 3)
+    assert default.confirm_top == 0, "the 15-minute CPU default leaves no time to confirm"
+
+
 @pytest.mark.slow
 def test_an_interrupted_confirm_resumes_with_no_duplicate_and_nothing_running(tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
