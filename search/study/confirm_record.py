@@ -26,7 +26,7 @@ from typing import Any
 import optuna
 
 CONFIRM_ATTR = "confirm"
-CONFIRM_SEED_BASE = 1_000_000  # retrain i (1-based) trains with seed BASE + i: never a search trial's seed
+CONFIRM_SEED_BASE = 1_000_000  # retrain i (1-based): seed BASE + i, far from the search's seed + trial number
 RANK_BY = "mean final val mIoU over the seeds, then mean best val mIoU"
 
 
