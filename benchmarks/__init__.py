@@ -6,6 +6,7 @@ Not part of the shipped packages (`pip install` ships `seg` and `search` only; p
     python -m benchmarks --tiny --json /tmp/b.json      # the benchmark (every section; see __main__.py)
     python -m benchmarks.merge A.json B.json --json M.json   # merge pruning runs of separate processes
     python -m benchmarks.replay A.json ...              # replay pruner settings on recorded curves
+    python -m benchmarks.equal_budget A.json B.json     # pruned vs unpruned at equal epoch budgets
     python -m benchmarks.throughput                     # train-step vs loader images/s of a few UNets
 
 Modules:
@@ -24,7 +25,8 @@ Modules:
     machine             which machine a run measured (CPU, GPU, threads, versions)
     tables              console tables and the markdown summary
     merge               `python -m benchmarks.merge`
-    replay              `python -m benchmarks.replay`
+    replay              `python -m benchmarks.replay` (also at equal epoch budgets: --budgets)
+    equal_budget        `python -m benchmarks.equal_budget`: pruned vs unpruned at equal epoch budgets
     throughput          `python -m benchmarks.throughput` (was `python -m seg.bench`); its step and
                         loader timers are shared by the pipeline and speed sections
 

@@ -58,6 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, help="pruning: sampler seeds (default 0 1 2)")
     p.add_argument("--pruning-trials", type=int, help="pruning: trials per study (default 12)")
     p.add_argument("--pruning-epochs", type=int, help="pruning: max epochs per trial (default 9)")
+    p.add_argument("--pruning-total-epochs", type=int,
+                   help="pruning: stop each study once its trials trained this many epochs (search.run "
+                        "--total-epochs), for python -m benchmarks.equal_budget; no trial limit unless "
+                        "--pruning-trials is given too")
     p.add_argument("--pruners", nargs="+", type=pruner_label, metavar="NAME[:KEY=VALUE,...]",
                    help="pruning: pruners to compare, in this order, each a name or a setting as search.run's "
                         "--pruner takes it, e.g. percentile:percentile=40.0,n_startup_trials=3 "
@@ -86,6 +90,10 @@ def sizes_from_args(args: argparse.Namespace, scratch: Path) -> Sizes:
     for key, value in overrides.items():
         if value is not None:
             setattr(sizes, key, tuple(value) if isinstance(value, list) else value)
+    if args.pruning_total_epochs is not None:
+        sizes.pruning_total_epochs = args.pruning_total_epochs
+        if args.pruning_trials is None:
+            sizes.pruning_trials = None
     if args.speed_cpu_variants:
         sizes.speed_cpu_variants = True
     _check_sizes(sizes)
@@ -93,9 +101,9 @@ def sizes_from_args(args: argparse.Namespace, scratch: Path) -> Sizes:
 
 
 def _check_sizes(sizes: Sizes) -> None:
-    for name in ("pruning_trials", "pruning_epochs", "overhead_epochs", "overhead_repeats", "speed_steps",
-                 "speed_cpu_steps", "concurrency_steps"):
-        if getattr(sizes, name) < 1:
+    for name in ("pruning_trials", "pruning_epochs", "pruning_total_epochs", "overhead_epochs", "overhead_repeats",
+                 "speed_steps", "speed_cpu_steps", "concurrency_steps"):
+        if getattr(sizes, name) is not None and getattr(sizes, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(sizes, name)}; expected an integer >= 1")
     if not sizes.seeds:
         raise ValueError("--seeds needs at least one seed")

@@ -43,8 +43,9 @@ class Sizes:
     concurrency: tuple[int, ...] = (1, 2, 4)
     concurrency_steps: int = 20
     pruning_study: str = "default"
-    pruning_trials: int = 12
+    pruning_trials: int | None = 12  # None: no trial limit (with an epoch budget)
     pruning_epochs: int = 9
+    pruning_total_epochs: int | None = None  # stop each study at this epoch budget (equal-budget comparison)
     # No pruner first: every later run's ratios need it, and a cut-short run keeps usable pairs.
     pruners: tuple[str, ...] = ("none", "sha", "hyperband", "median")
     seeds: tuple[int, ...] = (0, 1, 2)

@@ -1,5 +1,6 @@
 """Run real harness trials for the benchmark: temp Optuna + MLflow sqlite storages, `search.session.prepare`,
-and `study.optimize(Objective(ctx))`, exactly the path `python -m search.run` takes (no display)."""
+and `study.optimize(Objective(ctx))` under the run's quota (a trial count and/or an epoch budget,
+`search.study.quota`), exactly the path `python -m search.run` takes (no display, no registry)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import optuna
 from search.objective import Objective, TrialContext, TrialFailed
 from search.session import prepare
 from search.settings import RunSettings
+from search.study.quota import Budget, StudyQuota, lock_path_for
 from search.study.samplers_pruners import parse_pruner
 
 
@@ -36,11 +38,12 @@ def temp_storages(prefix: str = "bench-") -> Iterator[Path]:
 
 
 def harness_settings(root: Path, study: str, *, pruner: str | None = None, epochs: int | None = None, seed: int = 0,
-                     device: str = "cpu", study_name: str | None = None) -> RunSettings:
+                     device: str = "cpu", study_name: str | None = None,
+                     total_epochs: int | None = None) -> RunSettings:
     """The `search.run` settings for a study whose storages live under `root`."""
     return RunSettings(study=study, storage=f"sqlite:///{root}/optuna.db", tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db",
                        seed=seed, device=device, pruner=parse_pruner(pruner) if pruner else None, epochs=epochs,
-                       study_name=study_name)
+                       study_name=study_name, total_epochs=total_epochs)
 
 
 def quiet_optuna() -> None:
@@ -56,12 +59,20 @@ def prepare_study(settings: RunSettings) -> tuple[optuna.Study, TrialContext]:
     return prepare(settings)
 
 
-def optimize(study: optuna.Study, ctx: TrialContext, n_trials: int) -> StudyRun:
-    """Run trials through the real Objective; every MLflow run is ended whatever happens."""
+def optimize(study: optuna.Study, ctx: TrialContext, n_trials: int | None, storage: str,
+             total_epochs: int | None = None) -> StudyRun:
+    """Run trials through the real Objective until `n_trials` trials (of a fresh study) or `total_epochs`
+    epochs, whichever comes first; every MLflow run is ended whatever happens."""
+    quota = StudyQuota(study, Budget(n_trials, total_epochs), lock_path_for(storage, study.study_name),
+                       ctx.sdef.max_epochs, wait_for_running=False)
+    ctx.on_trial_start = quota.start
     status, start = "FAILED", time.perf_counter()
     try:
-        study.optimize(Objective(ctx), n_trials=n_trials, catch=(TrialFailed,), gc_after_trial=False)
+        if quota.claim():
+            study.optimize(Objective(ctx), n_trials=None, catch=(TrialFailed,), callbacks=[quota.after_trial],
+                           gc_after_trial=False)
         status = "FINISHED"
     finally:
+        quota.release()
         ctx.tracking.tracker.close_open_runs(status)
     return StudyRun(study, time.perf_counter() - start)

@@ -4,7 +4,7 @@
     python -m benchmarks.merge $D/raw/cpu-pruning-s0-<date>.json $D/raw/cpu-pruning-s1-<date>.json \\
         --json $D/cpu-pruning-<date>.json
 
-The runs must share the study, trial count, max epochs and device; each (seed, pruner) may appear
+The runs must share the study, trial count, max epochs, epoch budget and device; each (seed, pruner) may appear
 once. Ratios and gaps are computed per seed against that seed's own "none" run, so files measured
 under different conditions (threads, code version) still compare like with like within a seed.
 The merged JSON lists its source files with their commands and machine settings, and a markdown
@@ -25,7 +25,7 @@ from typing import Any
 from benchmarks.pruning import PRUNERS, compare, tables
 from benchmarks.tables import markdown_table
 
-SHARED = ("study", "trials", "max_epochs", "device")
+SHARED = ("study", "trials", "max_epochs", "total_epochs", "device")
 
 
 class MergeError(ValueError):
@@ -67,7 +67,7 @@ def merge(paths: Sequence[Path]) -> dict[str, Any]:
     pruners = [p for p in PRUNERS if any(r["pruner"] == p for r in runs)]
     pruners += list(dict.fromkeys(r["pruner"] for r in runs if r["pruner"] not in pruners))
     runs.sort(key=lambda r: (r["seed"], pruners.index(r["pruner"])))
-    merged = {key: first[key] for key in SHARED} | {
+    merged = {key: first.get(key) for key in SHARED} | {
         "seeds": sorted({r["seed"] for r in runs}), "pruners": pruners, "runs": runs,
         "goal": first.get("goal"), "complete": all(sec.get("complete") for _, sec in sections),
         "sources": [{"file": str(p), "command": sec["_command"], "torch_threads": sec["_machine"].get("torch_threads"),

@@ -30,7 +30,7 @@ def harness_trial(cfg: Config) -> tuple[dict[str, Any], Config, Any]:
         study_file = write_study(fixed_study_toml(cfg, "bench-overhead"), root, "bench-overhead")
         settings = harness_settings(root, str(study_file), epochs=cfg.train.epochs, device=cfg.train.device)
         study, ctx = prepare_study(settings)
-        run = optimize(study, ctx, 1)
+        run = optimize(study, ctx, 1, settings.storage)
         trial = run.study.trials[0]
         if trial.state.name != "COMPLETE":
             raise RuntimeError(f"the overhead trial ended {trial.state.name}: {trial.user_attrs.get('fail_reason')}")

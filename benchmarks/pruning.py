@@ -1,8 +1,10 @@
-"""Pruning efficiency: the same study (same sampler seed, same trial count) under several pruners.
+"""Pruning efficiency: the same study (same sampler seed, same trial count or epoch budget) under several pruners.
 
 For each seed and pruner, a fresh study in temp storages runs `trials` trials of at most `epochs`
-epochs through the real Objective. Epochs trained are counted from each trial's reported
-intermediate values (one per epoch); the best val mIoU is the study's best completed value.
+epochs through the real Objective, or, with `total_epochs`, trials until the study has trained that
+many epochs (`search.run --total-epochs`: the last trial stops when the budget is spent), for the
+equal-budget comparison of `benchmarks.equal_budget`. Epochs trained are counted from each trial's
+reported intermediate values (one per epoch); the best val mIoU is the study's best completed value.
 """
 
 from __future__ import annotations
@@ -22,17 +24,17 @@ EPOCHS_GOAL = 3.0  # >= 3x fewer epochs than no pruning
 MIOU_GAP_GOAL = 0.01  # best val mIoU within 0.01 of no pruning
 
 
-def run_one(root: Path, study_file: str, pruner: str, seed: int, trials: int, epochs: int,
-            device: str) -> dict[str, Any]:
+def run_one(root: Path, study_file: str, pruner: str, seed: int, trials: int | None, epochs: int,
+            device: str, total_epochs: int | None = None) -> dict[str, Any]:
     """One study run (its own study name in the shared temp storages under `root`); returns its figures.
 
     The wall time is `study.optimize` alone: storage schema and dataset loading are done before it.
     """
     name = f"{load_study(study_file).name}-{pruner}-s{seed}"
     settings = harness_settings(root, study_file, pruner=pruner, epochs=epochs, seed=seed, device=device,
-                                study_name=name)
+                                study_name=name, total_epochs=total_epochs)
     study, ctx = prepare_study(settings)
-    run = optimize(study, ctx, trials)
+    run = optimize(study, ctx, trials, settings.storage, total_epochs)
     return summarize_trials(run.study.trials, run.wall_s) | {"pruner": pruner, "seed": seed}
 
 
@@ -103,10 +105,11 @@ def _meets_goal(row: dict[str, Any]) -> bool | None:
     return ratio >= EPOCHS_GOAL and gap <= MIOU_GAP_GOAL
 
 
-def measure(study_file: str, pruners: Sequence[str], seeds: Sequence[int], trials: int, epochs: int, device: str,
-            on_run: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def measure(study_file: str, pruners: Sequence[str], seeds: Sequence[int], trials: int | None, epochs: int, device: str,
+            on_run: Callable[[dict[str, Any]], None] | None = None, total_epochs: int | None = None) -> dict[str, Any]:
     """Every (seed, pruner) run in turn; `on_run(section_so_far)` after each, so partial results are kept."""
-    result: dict[str, Any] = {"study": study_file, "trials": trials, "max_epochs": epochs, "seeds": list(seeds),
+    result: dict[str, Any] = {"study": study_file, "trials": trials, "max_epochs": epochs,
+                              "total_epochs": total_epochs, "seeds": list(seeds),
                               "pruners": list(pruners), "device": device, "runs": [], "summary": {},
                               "goal": {"epochs_ratio_at_least": EPOCHS_GOAL, "miou_gap_at_most": MIOU_GAP_GOAL},
                               "complete": False}
@@ -114,7 +117,7 @@ def measure(study_file: str, pruners: Sequence[str], seeds: Sequence[int], trial
     with temp_storages("bench-prune-") as root:
         for seed in seeds:
             for pruner in pruners:
-                result["runs"].append(run_one(root, study_file, pruner, seed, trials, epochs, device))
+                result["runs"].append(run_one(root, study_file, pruner, seed, trials, epochs, device, total_epochs))
                 result["summary"] = compare(result["runs"], pruners)
                 result["tables"] = tables(result)
                 if on_run is not None:
@@ -144,4 +147,4 @@ def measure_sizes(sizes: Any, keep: Callable[[dict[str, Any]], None]) -> dict[st
     """The CLI's entry: pruning efficiency at the run's sizes (CPU unless --device says otherwise)."""
     device = "cpu" if sizes.device == "auto" else sizes.device
     return measure(sizes.pruning_study, sizes.pruners, sizes.seeds, sizes.pruning_trials, sizes.pruning_epochs, device,
-                   on_run=keep)
+                   on_run=keep, total_epochs=sizes.pruning_total_epochs)

@@ -11,7 +11,10 @@ best epoch, as in the Objective). What a replay cannot show: with a real pruner,
 from pruned trials, so the later trials' parameters differ. It is for choosing settings; the
 benchmark's real runs are the measurement.
 
-A second table says how early a trial's value predicts its end, which bounds what any pruner can
+With `--budgets 50:230:10`, a table compares each setting with no pruning at equal epoch budgets
+(the measure of `benchmarks.equal_budget`) and counts the trials it cuts after their first epoch.
+
+A further table says how early a trial's value predicts its end, which bounds what any pruner can
 save without loss: per epoch, the rank correlation between each trial's best value so far and its
 final value, and how many of the final top tenth stood below that epoch's median (what a median
 pruner at that epoch would cut).
@@ -29,6 +32,7 @@ from typing import Any
 import optuna
 from scipy.stats import spearmanr
 
+from benchmarks.equal_budget import best_at, budgets_arg
 from benchmarks.merge import differing_key, pruning_section
 from benchmarks.tables import markdown_table
 from search.study.samplers_pruners import build_pruner, parse_pruner
@@ -38,29 +42,65 @@ DEFAULT_SETTINGS = ("sha", "sha:reduction_factor=4", "sha:min_resource=2", "sha:
                     "median:n_startup_trials=1,n_warmup_steps=0")
 
 
-def replay(curves: Sequence[Sequence[float]], settings: dict[str, Any], max_epochs: int,
-           study_name: str = "replay") -> dict[str, Any]:
-    """Run the curves through the pruner `settings` builds; epochs let through and the best trial value kept.
+def replay_curves(curves: Sequence[Sequence[float]], settings: dict[str, Any], max_epochs: int,
+                  study_name: str = "replay") -> list[dict[str, Any]]:
+    """Run the curves through the pruner `settings` builds; each trial as the pruned run would record it
+    (number, state, the values it reported), as `benchmarks.pruning` keeps curves.
 
     Hyperband puts a trial in a bracket by a hash of the study name and trial number, so the name
     is the benchmark's own (`<study>-<pruner>-s<seed>`) to replay the same brackets.
     """
     study = optuna.create_study(study_name=study_name, direction="maximize",
                                 pruner=build_pruner(settings, max_epochs))
-    epochs, best = 0, None
-    for values in curves:
-        trial = study.ask()
+    replayed = []
+    for number, values in enumerate(curves):
+        trial, state = study.ask(), "COMPLETE"
         for step, value in enumerate(values, start=1):
-            epochs += 1
             trial.report(value, step)
             if step < len(values) and trial.should_prune():
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                state = "PRUNED"
                 break
         else:
-            value = max(values)
-            study.tell(trial, value)
-            best = value if best is None else max(best, value)
-    return {"epochs_trained": epochs, "best_val_miou": best}
+            study.tell(trial, max(values))
+        replayed.append({"number": number, "state": state, "values": list(values[:step])})
+    return replayed
+
+
+def replay(curves: Sequence[Sequence[float]], settings: dict[str, Any], max_epochs: int,
+           study_name: str = "replay") -> dict[str, Any]:
+    """Epochs the pruner lets through and the best trial value it keeps."""
+    replayed = replay_curves(curves, settings, max_epochs, study_name)
+    complete = [max(c["values"]) for c in replayed if c["state"] == "COMPLETE"]
+    return {"epochs_trained": sum(len(c["values"]) for c in replayed),
+            "best_val_miou": max(complete) if complete else None}
+
+
+def budget_rows(curves_by_seed: dict[int, list[list[float]]], settings: Sequence[str], max_epochs: int,
+                budgets: Sequence[int], study: str = "replay") -> list[dict[str, Any]]:
+    """At equal epoch budgets: per setting and seed, Δ = best(replayed pruned, B) − best(unpruned, B) at
+    the last budget and averaged over the budgets (`benchmarks.equal_budget`), and the trials cut after
+    their first epoch. When the recorded trials run out before B, the pruned arm's answer is its best
+    over all of them (more trials could only raise it): a lower bound, marked ≥."""
+    rows = []
+    for text in settings:
+        setting, finals, areas, cuts, short = parse_pruner(text), [], [], [], False
+        for seed, curves in curves_by_seed.items():
+            unpruned = [{"number": i, "state": "COMPLETE", "values": v} for i, v in enumerate(curves)]
+            pruned = replay_curves(curves, setting, max_epochs, f"{study}-{setting['name']}-s{seed}")
+            total = sum(len(c["values"]) for c in pruned)
+            short = short or total < max(budgets)
+            deltas = [best_at(pruned, min(b, total)) - best_at(unpruned, b) for b in budgets]
+            finals.append(deltas[-1])
+            areas.append(statistics.fmean(deltas))
+            cuts.append(sum(c["state"] == "PRUNED" and len(c["values"]) == 1 for c in pruned))
+        mark = "≥ " if short else ""
+        rows.append({"pruner": text, "cut after epoch 1, per seed": " ".join(map(str, cuts)),
+                     f"Δ@{max(budgets)} per seed": " ".join(f"{d:+.3f}" for d in finals),
+                     f"mean Δ@{max(budgets)}": f"{mark}{statistics.fmean(finals):+.4f}",
+                     "area per seed": " ".join(f"{a:+.3f}" for a in areas),
+                     "mean area": f"{mark}{statistics.fmean(areas):+.4f}"})
+    return rows
 
 
 def early_ranks(curves: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
@@ -119,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("results", nargs="+", type=Path, help="pruning benchmark JSON files with 'none' runs")
     p.add_argument("--pruner", action="append", metavar="NAME[:KEY=VALUE,...]",
                    help=f"pruner settings to replay (default: {' '.join(DEFAULT_SETTINGS)})")
+    p.add_argument("--budgets", type=budgets_arg, metavar="LOW:HIGH:STEP",
+                   help="also compare at equal epoch budgets, e.g. 50:230:10 (benchmarks.equal_budget)")
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     curves: dict[int, list[list[float]]] = {}
@@ -159,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     trials = len(next(iter(curves.values())))
     print(f"replayed on seeds {sorted(curves)}: {trials} trials of at most {max_epochs} epochs")
     print("\n".join(markdown_table(rows)))
+    if args.budgets:
+        print(f"\nat equal epoch budgets {args.budgets[0]}..{args.budgets[-1]} (Δ = best pruned − best unpruned)")
+        print("\n".join(markdown_table(budget_rows(dict(sorted(curves.items())), args.pruner or DEFAULT_SETTINGS,
+                                                   max_epochs, args.budgets, study or "replay"))))
     every = [v for c in curves.values() for v in c]
     print(f"\nhow early the value predicts the end, over the {sum(len(v) == max_epochs for v in every)} "
           f"full-length curves of seeds {sorted(curves)}")

@@ -1,4 +1,4 @@
-"""The live `rich` display of a running study, and the end-of-run summary."""
+"""The live `rich` display of a running study, the end-of-run summary and the confirmation table."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from rich.live import Live
 from rich.table import Table
 
 from search.objective import Progress
+from search.study.confirm_record import plus_minus, read_record
+from search.study.quota import epochs_trained
 from search.tracking.client import RUN_ID_ATTR
 
 
@@ -83,23 +85,59 @@ class LiveDisplay:
         return table
 
 
-def print_summary(console: Console, study: optuna.Study, storage: str, tracking_uri: str, elapsed: float) -> None:
-    """Counts, the best trial, and the next commands, which name the study as the storage knows it."""
+def print_summary(console: Console, study: optuna.Study, storage: str, tracking_uri: str, elapsed: float,
+                  confirm_next: bool = True) -> None:
+    """Counts, the best trial (and its confirmation), and the next commands, which name the study as the
+    storage knows it; `confirm_next`: suggest `search.confirm` (False when this run confirms anyway)."""
     counts = state_counts(study)
+    trials = study.get_trials(deepcopy=False)
     console.print(f"\n[bold]Study {study.study_name}[/bold] finished in {elapsed:.0f}s: "
-                  f"{counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+                  f"{counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed; "
+                  f"{epochs_trained(trials)} epochs trained in all")
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    record = read_record(study)
     if complete:
         best = study.best_trial
-        console.print(f"best trial {best.number}: val mIoU {best.value:.4f}, "
+        console.print(f"best trial {best.number}: val mIoU {best.value:.4f} (search), "
                       f"MLflow run {best.user_attrs.get(RUN_ID_ATTR)}")
+        if record:
+            print_confirmation(console, record)
     else:
         console.print("no trial completed yet")
     # soft_wrap: commands must stay on one line so they can be copied.
     console.print("\nlook at the results (the MLflow UI and optuna-dashboard; Ctrl-C stops both):")
     console.print(f"  python -m search.ui --study {study.study_name} --storage {storage} --tracking-uri {tracking_uri}",
                   soft_wrap=True)
+    if complete and confirm_next and not record:
+        console.print("next: confirm the top trials with fresh seeds before trusting the best "
+                      "(it moves the registry's champion to the best confirmed mean):")
+        console.print(f"  python -m search.confirm --study {study.study_name} --top 3 --seeds 3 --storage {storage} "
+                      f"--tracking-uri {tracking_uri}", soft_wrap=True)
     if complete:
         console.print("predict with the best trial:")
         console.print(f"  python -m search.predict --study {study.study_name} --storage {storage} "
                       f"--tracking-uri {tracking_uri} IMAGES... --out predictions/", soft_wrap=True)
+        if record and record.get("champion"):
+            console.print("or with the confirmed champion:")
+            console.print(f"  python -m search.predict --model {record['champion']['model']} --tracking-uri "
+                          f"{tracking_uri} IMAGES... --out predictions/", soft_wrap=True)
+
+
+def print_confirmation(console: Console, record: dict[str, Any]) -> None:
+    """Each confirmed configuration: its search value next to its confirmed mean ± sd, the champion marked."""
+    seeds = record["seeds"]
+    champion = (record.get("champion") or {}).get("trial")
+    table = Table(title=f"val mIoU confirmed with {len(seeds)} fresh seeds, ranked by the {record['rank_by']}")
+    for column in ("trial", "search", "final, mean ± sd", "best, mean ± sd", "retrains", ""):
+        table.add_column(column)
+    for c in record["configs"]:
+        retrains = f"{c['finished']}/{len(seeds)}" + (f", {c['failed']} failed" if c["failed"] else "")
+        table.add_row(str(c["trial"]), f"{c['search_value']:.4f}", plus_minus(c["final_mean"], c["final_sd"]),
+                      plus_minus(c["best_mean"], c["best_sd"]), retrains, "champion" if c["trial"] == champion else "")
+    console.print(table)
+    if champion is not None:
+        c = record["champion"]
+        console.print(f"{c['model']} -> version {c['version']}: trial {champion}'s retrain with seed {c['seed']} "
+                      f"(MLflow run {c['run_id']})")
+    elif not record.get("complete"):
+        console.print("the confirmation is incomplete: rerun search.confirm to finish it")

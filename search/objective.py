@@ -4,6 +4,8 @@ and prunes, return the best val mIoU. Its MLflow run lives in `search.tracking.t
 Outcomes and what they become:
 - trains to the end -> COMPLETE, value = best val mIoU, MLflow run FINISHED, artifacts logged;
 - `trial.should_prune()` -> PRUNED, run KILLED;
+- its epoch allowance (`--total-epochs`, see `search.study.quota`) is spent before max_epochs ->
+  PRUNED, marked `stopped_by_budget` (user attr and run tag), run KILLED;
 - expected failures -> FAIL with `fail_reason` (and `fail_detail`) in the trial's user attrs and as
   run tags, run FAILED, and the study goes on (`TrialFailed` is caught): an invalid or infeasible
   config, "oom" (estimated before training, or raised during it; device memory is freed before the
@@ -12,6 +14,7 @@ Outcomes and what they become:
   logging stops, `ctx.tracking.error` is set, and the runner stops the study with a clear error;
 - Ctrl-C or SIGTERM -> FAIL ("interrupted"), run KILLED, and the exception ends the run;
 - anything else (a bug) -> FAIL, run FAILED, and the exception stops the run with its traceback.
+Every finished trial records `epochs_trained` (epochs completed); Optuna keeps its start and end times.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 from search.guards.deadline import TrialTimeout, WallClockLimit
 from search.guards.signals import deferred_signals
 from search.study.definition import StudyDef
+from search.study.quota import BUDGET_STOP_ATTR, EPOCHS_ATTR
 from search.study.space import InfeasibleConfigError, RunOptions, config_from_trial
 from search.tracking.client import TrackingUnavailable
 from search.tracking.trial_run import StudyTracking, TrialRun
@@ -64,7 +68,8 @@ class TrialContext:
     class_names: tuple[str, ...]
     tracking: StudyTracking
     progress: Progress = field(default_factory=Progress)
-    on_trial_start: Callable[[], None] = field(default=lambda: None)  # the trial now exists in the storage
+    # Called once the trial exists in the storage; returns its epoch allowance (None: no epoch budget).
+    on_trial_start: Callable[[optuna.Trial], int | None] = field(default=lambda trial: None)
 
 
 def fail(trial: optuna.Trial, reason: str, detail: str | None = None) -> TrialFailed:
@@ -82,7 +87,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         ctx, start = self.ctx, time.perf_counter()
-        ctx.on_trial_start()
+        self.allowance = ctx.on_trial_start(trial)
+        self.epochs_done = 0
         self.timing = {"fit": 0.0, "epoch_hooks": 0.0, "artifacts": 0.0}
         run = TrialRun(ctx.tracking, trial)
         try:
@@ -110,6 +116,7 @@ class Objective:
             run.end("FAIL", reason=reason, status="KILLED" if interrupted else "FAILED")
             raise
         finally:
+            trial.set_user_attr(EPOCHS_ATTR, self.epochs_done)
             self._record_timing(trial, time.perf_counter() - start)
             self._release_memory(trial)
         return value
@@ -168,7 +175,6 @@ class Objective:
             h, w = training_input_size(cfg, self.ctx.data)
             raise fail(trial, "oom", f"out of memory during training (batch {cfg.train.batch_size}, {h}x{w} on "
                                      f"{self.device})")
-        trial.set_user_attr("epochs_trained", len(result.history))
         trial.set_user_attr("best_epoch", result.best_epoch)
         if not math.isfinite(result.best_miou):
             raise fail(trial, "nan", "no finite validation mIoU")
@@ -185,15 +191,21 @@ class Objective:
             # Optuna's step is the resource spent, epochs completed, so pruner rungs count epochs
             # (min_resource=1 can prune after the first epoch); MLflow's step is the 0-based epoch.
             trial.report(record.val_miou, record.epoch + 1)
+            self.epochs_done = record.epoch + 1
             # Pruning after the last epoch saves nothing and would throw a finished result away (SHA's
             # rung at max_epochs=9 with factor 3 would otherwise drop fully trained trials).
             prune = not last and trial.should_prune()
+            spent = not last and not prune and self.allowance is not None and record.epoch + 1 >= self.allowance
+            if spent:
+                trial.set_user_attr(BUDGET_STOP_ATTR, True)
+                run.set_tags({"stopped_by": "budget"})
         progress.epoch, progress.current_miou = record.epoch + 1, record.val_miou
         progress.on_change()
         self.timing["epoch_hooks"] += time.perf_counter() - t0
         if prune:
-            trial.set_user_attr("epochs_trained", record.epoch + 1)
             raise optuna.TrialPruned(f"pruned after epoch {record.epoch} at val mIoU {record.val_miou:.4f}")
+        if spent:
+            raise optuna.TrialPruned(f"stopped after {record.epoch + 1} epochs: the study's epoch budget is spent")
         return False
 
     def _record_timing(self, trial: optuna.Trial, total: float) -> None:

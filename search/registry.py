@@ -11,6 +11,11 @@ For a study that ran before the registry was wired in (or to repair the alias by
 
     python -m search.registry --study NAME [--storage URL] [--tracking-uri URI]
 
+After `search.confirm`, `champion` points at the retrain of the configuration with the best
+confirmed mean (`crown_confirmed`), its version tagged with that mean, its sd and the seeds; the
+search then leaves a confirmed champion alone (rerun `search.confirm` to include new trials, or
+`search.registry` to go back to the search's best).
+
 Several workers may finish trials at the same time. Each registers only its own trial (so a run is
 never registered twice by two workers), and after moving the alias each re-reads the study's best
 and moves the alias again if the best changed meanwhile: the last write is always the current best.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from typing import Any
 
 import optuna
 from mlflow.entities.model_registry import ModelVersion
@@ -76,21 +82,55 @@ def version_for_run(client: MlflowClient, name: str, run_id: str) -> ModelVersio
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def register_trial(client: MlflowClient, name: str, trial: optuna.trial.FrozenTrial) -> ModelVersion:
-    """A version of `name` for the trial's `model/`; reuses the existing one for the same run."""
-    run_id = trial.user_attrs.get(RUN_ID_ATTR)
-    if not run_id:
-        raise RegistryError(f"trial {trial.number} has no {RUN_ID_ATTR} user attr; nothing to register")
+def register_run(client: MlflowClient, name: str, run_id: str, tags: dict[str, str], description: str,
+                 label: str) -> ModelVersion:
+    """A version of `name` for the run's `model/`; reuses the existing one for the same run."""
     existing = version_for_run(client, name, run_id)
     if existing is not None:
         return existing
     run = client.get_run(run_id)
     if not any(f.path == f"{MODEL_ARTIFACT}/MLmodel" for f in client.list_artifacts(run_id, MODEL_ARTIFACT)):
-        raise RegistryError(f"trial {trial.number}: MLflow run {run_id} has no {MODEL_ARTIFACT}/MLmodel artifact")
+        raise RegistryError(f"{label}: MLflow run {run_id} has no {MODEL_ARTIFACT}/MLmodel artifact")
     ensure_registered_model(client, name)
-    tags = {"study_name": name, "trial_number": str(trial.number), "val_miou": f"{trial.value:.6f}"}
     return client.create_model_version(name, f"{run.info.artifact_uri}/{MODEL_ARTIFACT}", run_id=run_id, tags=tags,
-                                       description=f"trial {trial.number}, val mIoU {trial.value:.4f}")
+                                       description=description)
+
+
+def register_trial(client: MlflowClient, name: str, trial: optuna.trial.FrozenTrial) -> ModelVersion:
+    """A version of `name` for the trial's `model/`; reuses the existing one for the same run."""
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if not run_id:
+        raise RegistryError(f"trial {trial.number} has no {RUN_ID_ATTR} user attr; nothing to register")
+    tags = {"study_name": name, "trial_number": str(trial.number), "val_miou": f"{trial.value:.6f}"}
+    return register_run(client, name, run_id, tags, f"trial {trial.number}, val mIoU {trial.value:.4f}",
+                        f"trial {trial.number}")
+
+
+def confirmed_champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The `champion` version if `search.confirm` crowned it, else None."""
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no such model or alias yet
+        return None
+    return version if "confirmed_mean" in version.tags else None
+
+
+def crown_confirmed(client: MlflowClient, name: str, config: dict[str, Any], retrain: dict[str, Any]) -> ModelVersion:
+    """Point `champion` at a confirmed configuration's best retrain (an entry of the study's confirm record)."""
+    seeds = [r["seed"] for r in config["runs"] if r["status"] == "FINISHED"]
+    tags = {"study_name": name, "trial_number": str(config["trial"]), "source": "confirm",
+            "val_miou": f"{retrain['best']:.6f}", "search_val_miou": f"{config['search_value']:.6f}",
+            "confirmed_mean": f"{config['final_mean']:.6f}", "confirmed_sd": f"{config['final_sd']:.6f}",
+            "confirmed_best_mean": f"{config['best_mean']:.6f}", "confirmed_best_sd": f"{config['best_sd']:.6f}",
+            "confirmed_seeds": ",".join(map(str, seeds))}
+    description = (f"trial {config['trial']}'s configuration retrained with seeds {seeds}: final val mIoU "
+                   f"{config['final_mean']:.4f} ± {config['final_sd']:.4f} (search: {config['search_value']:.4f})")
+    version = register_run(client, name, retrain["run_id"], tags, description,
+                           f"confirm of trial {config['trial']} seed {retrain['seed']}")
+    for key, value in tags.items():  # a version registered earlier gets today's figures
+        client.set_model_version_tag(name, version.version, key, value)
+    client.set_registered_model_alias(name, CHAMPION, version.version)
+    return version
 
 
 def move_champion(client: MlflowClient, name: str, study: optuna.Study, own_trial: int | None) -> ModelVersion | None:
@@ -131,7 +171,10 @@ class ChampionCallback:
         if best is None or best.number != trial.number:
             return
         try:
-            move_champion(registry_client(self.tracking_uri), self.model_name, study, own_trial=trial.number)
+            client = registry_client(self.tracking_uri)
+            if confirmed_champion(client, self.model_name) is not None:
+                return  # a confirmed champion stays until the next search.confirm
+            move_champion(client, self.model_name, study, own_trial=trial.number)
         except (MlflowException, RegistryError, OSError) as err:
             # The trial and its run are already stored; a registry hiccup must not stop the study.
             # `python -m search.registry --study NAME` repairs the alias afterwards.

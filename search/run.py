@@ -6,6 +6,8 @@
     python -m search.run --workers 4 --storage studies/optuna.journal --trials 50   # 4 processes, 50 trials in all
     python -m search.run --storage postgresql://USER@HOST/DB --tracking-uri http://HOST:5000 --total-trials 200
                                                           # the same command on every machine of a shared study
+    python -m search.run --total-epochs 230               # stop once the study's trials trained 230 epochs
+    python -m search.run --trials 50 --confirm 3          # then retrain the top 3 with fresh seeds (search.confirm)
 
 Rerunning the same command resumes the study and adds trials; a trial whose worker died is failed
 and retried once after the heartbeat's grace period. Compare runs in the MLflow UI and watch
@@ -25,13 +27,15 @@ import optuna
 from rich.console import Console
 from rich.markup import escape
 
+from search.confirm import ConfirmSettings, run_confirm
 from search.display import LiveDisplay, print_summary
 from search.objective import Objective, TrialContext, TrialFailed
 from search.registry import ChampionCallback
 from search.session import finish_tracking, prepare
 from search.settings import RunSettings, configure_process
+from search.study.definition import StudyDef
 from search.study.identity import StudyMismatchError
-from search.study.quota import TrialQuota, counted_trials, lock_path_for
+from search.study.quota import Budget, StudyQuota, counted_trials, lock_path_for
 from search.study.samplers_pruners import SAMPLERS, pruner_arg
 from search.study.storage import DEFAULT_STORAGE
 from search.tracking.client import DEFAULT_TRACKING_URI, TrackingUnavailable
@@ -55,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> RunSettings:
                    "file's budget.trials); 0 only creates the schemas, the study and its parent run")
     p.add_argument("--total-trials", type=int, help="instead of --trials: stop when the study holds this many trials "
                    "(give every machine of a multi-machine study the same number)")
+    p.add_argument("--total-epochs", type=int, help="stop starting trials once the study's trials have trained this "
+                   "many epochs in all, pruned ones included (with --trials or --total-trials: whichever comes "
+                   "first; alone, no trial limit). Default: the study file's budget")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (GPUs shared round-robin); "
                    "more than one needs a journal file or PostgreSQL storage")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
@@ -85,6 +92,11 @@ def parse_args(argv: list[str] | None = None) -> RunSettings:
                    "MLflow run KILLED, and retried once with the same params (default: 3 x --heartbeat)")
     p.add_argument("--no-baseline", action="store_true",
                    help="do not enqueue the study's [baseline] as the first trial")
+    p.add_argument("--confirm", type=int, metavar="K", help="after the search, retrain the top K complete trials "
+                   "with fresh seeds and crown the best confirmed mean (python -m search.confirm); 0: none "
+                   "(default: the study's [confirm] top)")
+    p.add_argument("--confirm-seeds", type=int, metavar="S", help="fresh seeds per confirmed configuration "
+                   "(default: the study's [confirm] seeds, 3)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers for its children
     p.add_argument("--target-total", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -94,21 +106,29 @@ def parse_args(argv: list[str] | None = None) -> RunSettings:
         p.error(str(err))
 
 
-def trial_target(study: optuna.Study, settings: RunSettings, sdef_trials: int) -> int:
-    """How many counted trials the study should hold when this run is done (see search/study/quota.py)."""
-    if settings.target_total is not None:
-        return settings.target_total
+def run_budget(study: optuna.Study, settings: RunSettings, sdef: StudyDef) -> Budget:
+    """What the study should hold when this run is done (see search/study/quota.py).
+
+    Budget flags on the command line replace the study file's budget; those given together all
+    apply. `--trials` counts from the trials the study holds now, the other limits are the study's
+    totals (so they survive a resume). A worker gets the parent's resolved budget."""
+    if settings.is_worker:
+        return Budget(settings.target_total, settings.total_epochs)
+    given = settings.budget_given
+    epochs = settings.total_epochs if given else sdef.total_epochs
     if settings.total_trials is not None:
-        return settings.total_trials
-    trials = study.get_trials(deepcopy=False)
-    finished = [t for t in trials if t.state.is_finished()]
-    return counted_trials(finished) + (sdef_trials if settings.trials is None else settings.trials)
+        return Budget(settings.total_trials, epochs)
+    add = settings.trials if given else sdef.trials
+    if add is None:
+        return Budget(None, epochs)
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    return Budget(counted_trials(finished) + add, epochs)
 
 
 class AfterTrial:
     """Optuna callback: champion model, then stop on a dead tracking store, else claim the next slot."""
 
-    def __init__(self, ctx: TrialContext, quota: TrialQuota, tracking_uri: str) -> None:
+    def __init__(self, ctx: TrialContext, quota: StudyQuota, tracking_uri: str) -> None:
         self.ctx, self.quota = ctx, quota
         self.champion = ChampionCallback(tracking_uri, ctx.sdef.name)
 
@@ -120,14 +140,14 @@ class AfterTrial:
         self.quota.after_trial(study, trial)
 
 
-def optimize(study: optuna.Study, ctx: TrialContext, settings: RunSettings, target: int,
+def optimize(study: optuna.Study, ctx: TrialContext, settings: RunSettings, budget: Budget,
              display_callback: Any) -> None:
-    """Trials until the study holds `target` counted trials (shared with the other workers)."""
+    """Trials until the study meets its budget (shared with the other workers)."""
     if settings.trials == 0:
         return  # set-up only: schemas, study and parent run exist now
-    quota = TrialQuota(study, target, lock_path_for(settings.storage, study.study_name),
+    quota = StudyQuota(study, budget, lock_path_for(settings.storage, study.study_name), ctx.sdef.max_epochs,
                        wait_for_running=settings.heartbeat > 0)
-    ctx.on_trial_start = quota.release
+    ctx.on_trial_start = quota.start
     try:
         if quota.claim():
             study.optimize(Objective(ctx), n_trials=None, timeout=settings.timeout or ctx.sdef.timeout_s,
@@ -138,7 +158,7 @@ def optimize(study: optuna.Study, ctx: TrialContext, settings: RunSettings, targ
         quota.release()
 
 
-def execute(study: optuna.Study, ctx: TrialContext, settings: RunSettings, console: Console, target: int) -> int:
+def execute(study: optuna.Study, ctx: TrialContext, settings: RunSettings, console: Console, budget: Budget) -> int:
     """Run the trials in this process; whatever happens, end every MLflow run this process opened."""
     worker = settings.is_worker
     start = time.monotonic()
@@ -146,7 +166,7 @@ def execute(study: optuna.Study, ctx: TrialContext, settings: RunSettings, conso
     try:
         label = f"worker {settings.worker_index}" if worker else None
         with LiveDisplay(study, ctx.progress, console, label=label) as display:
-            optimize(study, ctx, settings, target, display.trial_finished)
+            optimize(study, ctx, settings, budget, display.trial_finished)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -154,7 +174,8 @@ def execute(study: optuna.Study, ctx: TrialContext, settings: RunSettings, conso
     finally:
         finish_tracking(ctx, study, status, plots=not worker and status == "FINISHED")
         if not worker:
-            print_summary(console, study, settings.storage, settings.tracking_uri, time.monotonic() - start)
+            print_summary(console, study, settings.storage, settings.tracking_uri, time.monotonic() - start,
+                          confirm_next=not confirm_plan(settings, ctx.sdef)[0])
     return tracking_failed(ctx, study, console) if ctx.tracking.error else 0
 
 
@@ -168,12 +189,12 @@ def tracking_failed(ctx: TrialContext, study: optuna.Study, console: Console) ->
 
 
 def run_workers(settings: RunSettings, argv: list[str], study: optuna.Study, ctx: TrialContext,
-                target: int, console: Console) -> int:
+                budget: Budget, console: Console) -> int:
     """Start the workers, wait for them, then plots and the end of the parent run (here, once)."""
     start = time.monotonic()
     console.print(f"{settings.workers} workers on study {study.study_name!r} ({settings.storage}), "
-                  f"until it holds {target} trials")
-    pool = WorkerPool.start(argv, settings.workers, target, settings.device)
+                  f"until {budget.describe()}")
+    pool = WorkerPool.start(argv, settings.workers, budget.trials, settings.device, budget.epochs)
     status = "FAILED"
     try:
         codes = pool.wait()
@@ -188,12 +209,19 @@ def run_workers(settings: RunSettings, argv: list[str], study: optuna.Study, ctx
         raise
     finally:
         finish_tracking(ctx, study, status, plots=status == "FINISHED")
-        print_summary(console, study, settings.storage, settings.tracking_uri, time.monotonic() - start)
+        print_summary(console, study, settings.storage, settings.tracking_uri, time.monotonic() - start,
+                      confirm_next=not confirm_plan(settings, ctx.sdef)[0])
     for i, code in enumerate(codes):
         if code != 0:
             Console(stderr=True).print(f"[red]{describe_exit(i, code)}[/red]: rerun the same command to resume; "
                                        "a trial it left RUNNING is failed and retried after the grace period.")
     return next((c if c > 0 else 1 for c in codes if c != 0), 0)
+
+
+def confirm_plan(settings: RunSettings, sdef: StudyDef) -> tuple[int, int]:
+    """(top K, seeds S) of the confirmation after the search: the command line over the study's [confirm]."""
+    top = sdef.confirm_top if settings.confirm is None else settings.confirm
+    return top, settings.confirm_seeds or sdef.confirm_seeds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,19 +235,26 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         study, ctx = prepare(settings)
-        target = trial_target(study, settings, ctx.sdef.trials)
+        budget = run_budget(study, settings, ctx.sdef)
     except (StudyMismatchError, FileNotFoundError, ValueError, TrackingUnavailable) as err:
         Console(stderr=True).print("[red]error:[/red]", escape(str(err)))
         return 2
     try:
         if settings.workers > 1 and not settings.is_worker:
-            return run_workers(settings, argv, study, ctx, target, console)
-        return execute(study, ctx, settings, console, target)
+            rc = run_workers(settings, argv, study, ctx, budget, console)
+        else:
+            rc = execute(study, ctx, settings, console, budget)
+        top, seeds = confirm_plan(settings, ctx.sdef)
+        if rc != 0 or settings.is_worker or not top or settings.trials == 0:
+            return rc
+        return run_confirm(ConfirmSettings(study.study_name, top, seeds, settings.storage, settings.tracking_uri,
+                                           settings.device, settings.data), console)
     except Terminated:
-        console.print("[red]terminated (SIGTERM): the trial in progress is FAIL, its MLflow run KILLED[/red]")
+        console.print("[red]terminated (SIGTERM): the trial (or retrain) in progress is FAIL, its MLflow run "
+                      "KILLED[/red]")
         return 143
     except KeyboardInterrupt:
-        console.print("[red]interrupted: the trial in progress is FAIL, its MLflow run KILLED[/red]")
+        console.print("[red]interrupted: the trial (or retrain) in progress is FAIL, its MLflow run KILLED[/red]")
         return 130
 
 

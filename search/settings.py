@@ -48,6 +48,7 @@ class RunSettings:
     tracking_uri: str = DEFAULT_TRACKING_URI
     trials: int | None = None  # trials this run adds (default: the definition's budget.trials)
     total_trials: int | None = None  # instead: trials the study should hold when done
+    total_epochs: int | None = None  # epochs the study's trials should have trained in all when done
     workers: int = 1
     timeout: float | None = None  # seconds after which no new trial starts
     heartbeat: int = 10  # 0: no stale-trial detection
@@ -62,19 +63,29 @@ class RunSettings:
     sampler: str | None = None
     pruner: Mapping[str, Any] | None = None  # parsed --pruner NAME[:KEY=VALUE,...]
     no_baseline: bool = False
+    # After the search: retrain the top `confirm` trials with `confirm_seeds` fresh seeds (default: [confirm]).
+    confirm: int | None = None
+    confirm_seeds: int | None = None
     # Set by `--workers` for its child processes.
     worker_index: int | None = None
     target_total: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("trials", "total_trials", "heartbeat", "grace"):
+        for name in ("trials", "total_trials", "heartbeat", "grace", "confirm"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected a non-negative number")
-        if self.workers < 1:
-            raise ValueError(f"--workers {self.workers}: expected a positive number")
+        for name in ("workers", "total_epochs", "confirm_seeds"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive number")
         if self.trials is not None and self.total_trials is not None:
             raise ValueError("give --trials (trials to add) or --total-trials (trials the study should hold), not both")
+
+    @property
+    def budget_given(self) -> bool:
+        """Any budget flag on the command line: then they replace the study file's budget."""
+        return any(v is not None for v in (self.trials, self.total_trials, self.total_epochs, self.target_total))
 
     @property
     def is_worker(self) -> bool:

@@ -1,7 +1,8 @@
 """`search.run --workers N`: N worker processes on one study, on this machine.
 
-Each worker is `python -m search.run` itself with `--worker-index i` and the run's trial target,
-so a worker is exactly what a user starts by hand on another machine. The parent has already
+Each worker is `python -m search.run` itself with `--worker-index i` and the run's resolved budget
+(`--target-total`, the trials the study should hold, and `--total-epochs`), so a worker is exactly
+what a user starts by hand on another machine. The parent has already
 created both schemas, the study and its parent run; it only starts, watches and stops workers:
 - GPUs are shared round-robin through `CUDA_VISIBLE_DEVICES` (several workers per GPU are fine);
   on CPU each worker gets an equal share of the cores (`OMP_NUM_THREADS`);
@@ -21,7 +22,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-WORKER_FLAGS_WITH_VALUE = ("--workers", "--trials", "--total-trials", "--worker-index", "--target-total")
+WORKER_FLAGS_WITH_VALUE = ("--workers", "--trials", "--total-trials", "--total-epochs", "--worker-index",
+                           "--target-total")
 STOP_GRACE_S = 120.0  # a worker finishing its clean-up (MLflow calls with retries) before it is killed
 
 
@@ -32,8 +34,8 @@ def derive_seed(seed: int, worker_index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{worker_index}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-def worker_argv(argv: list[str], index: int, target: int) -> list[str]:
-    """The run's own arguments, minus the ones the parent decides, plus the worker's index and target."""
+def worker_argv(argv: list[str], index: int, target: int | None, total_epochs: int | None = None) -> list[str]:
+    """The run's own arguments, minus the ones the parent decides, plus the worker's index and budget."""
     kept, skip = [], False
     for arg in argv:
         if skip:
@@ -45,7 +47,9 @@ def worker_argv(argv: list[str], index: int, target: int) -> list[str]:
         if arg.startswith(tuple(f"{flag}=" for flag in WORKER_FLAGS_WITH_VALUE)):
             continue
         kept.append(arg)
-    return [sys.executable, "-m", "search.run", *kept, "--worker-index", str(index), "--target-total", str(target)]
+    budget = ["--target-total", str(target)] if target is not None else []
+    budget += ["--total-epochs", str(total_epochs)] if total_epochs is not None else []
+    return [sys.executable, "-m", "search.run", *kept, "--worker-index", str(index), *budget]
 
 
 def visible_gpus(device: str) -> list[str]:
@@ -76,10 +80,11 @@ class WorkerPool:
     procs: list[subprocess.Popen]
 
     @classmethod
-    def start(cls, argv: list[str], workers: int, target: int, device: str) -> WorkerPool:
+    def start(cls, argv: list[str], workers: int, target: int | None, device: str,
+              total_epochs: int | None = None) -> WorkerPool:
         gpus = visible_gpus(device)
         # Own sessions: a terminal's Ctrl-C reaches only the parent, which forwards exactly one SIGINT.
-        procs = [subprocess.Popen(worker_argv(argv, i, target), env=worker_env(i, workers, gpus),
+        procs = [subprocess.Popen(worker_argv(argv, i, target, total_epochs), env=worker_env(i, workers, gpus),
                                   start_new_session=True) for i in range(workers)]
         return cls(procs)
 

@@ -46,12 +46,12 @@ def cli_env(cache: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_run(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """`python -m search.run ARGS` in the background, output to `log`."""
+def start_run(args: list[str], env: dict[str, str], log: Path, module: str = "search.run") -> subprocess.Popen:
+    """`python -m search.run ARGS` (or another module's CLI) in the background, output to `log`."""
     out = log.open("ab")
     # A shell's background job (`cmd &`, nohup) starts with SIGINT ignored, and Python then keeps it
     # ignored: reset it so Ctrl-C tests behave the same wherever the suite runs.
-    return subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=REPO, env=env, stdout=out,
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env, stdout=out,
                             stderr=subprocess.STDOUT,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 

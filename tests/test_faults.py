@@ -86,7 +86,7 @@ def test_config_over_the_memory_limit_is_rejected_before_training(tmp_path, in_p
     for t in env.study().trials:
         assert t.state == FAIL and t.user_attrs["fail_reason"] == "oom"
         assert "exceeds" in t.user_attrs["fail_detail"] and "before training" in t.user_attrs["fail_detail"]
-        assert "epochs_trained" not in t.user_attrs, "rejected at once, nothing trained"
+        assert t.user_attrs["epochs_trained"] == 0, "rejected at once, nothing trained"
         assert t.user_attrs["memory_estimate_gib"] > 0.0001
         assert env.trial_run(t).data.tags["fail_reason"] == "oom"
 

@@ -100,3 +100,15 @@ def test_cli_refuses_curves_of_another_length_naming_both_files(tmp_path, capsys
     longer = _results(tmp_path, True, seeds=(1,), name="b.json", max_epochs=16)
     assert main([str(short), str(longer), "--pruner", "none"]) == 2
     assert f"{longer}: max_epochs=16, but {short} has 3" in capsys.readouterr().err
+
+
+def test_equal_budget_rows_count_first_epoch_cuts_and_mark_a_lower_bound():
+    from benchmarks.replay import budget_rows
+
+    rows = budget_rows({0: CURVES}, ["none", "sha:min_resource=1,reduction_factor=3"], 3, (3, 6, 9))
+    assert rows[0]["cut after epoch 1, per seed"] == "0" and rows[0]["mean area"] == "+0.0000"
+    # SHA keeps trial 0 (3 epochs) and cuts the others after epoch 1: 5 epochs in all, so at 6 and 9 its
+    # answer is its best over every recorded trial (0.45, a lower bound) against the unpruned 0.45 and 0.60.
+    assert rows[1] == {"pruner": "sha:min_resource=1,reduction_factor=3", "cut after epoch 1, per seed": "2",
+                       "Δ@9 per seed": "-0.150", "mean Δ@9": "≥ -0.1500", "area per seed": "-0.050",
+                       "mean area": "≥ -0.0500"}

@@ -90,6 +90,9 @@ def test_worker_argv_replaces_the_run_level_flags() -> None:
     argv = worker_argv(["--workers", "3", "--trials=9", "--study", "s.toml", "--total-trials", "5"], 2, 12)
     assert argv[1:3] == ["-m", "search.run"]
     assert argv[3:] == ["--study", "s.toml", "--worker-index", "2", "--target-total", "12"]
+    # An epoch budget is the study's total: the parent's resolved one replaces the flag; no trial target, none given.
+    argv = worker_argv(["--total-epochs=30", "--study", "s.toml"], 0, None, 40)
+    assert argv[3:] == ["--study", "s.toml", "--worker-index", "0", "--total-epochs", "40"]
 
 
 def test_several_workers_on_sqlite_are_refused_with_the_fix(tmp_path: Path, monkeypatch, capsys) -> None:

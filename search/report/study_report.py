@@ -4,7 +4,8 @@
     python -m search.report --study default --out reports/default.html
     python -m search.report --study seed --data /path/to/data      # a folder dataset that moved
 
-Sections: leaderboard (trial, state, val mIoU, epochs, params), optimisation history, pruning curves,
+Sections: leaderboard (trial, state, val mIoU, epochs, params), the confirmation of the top trials
+with fresh seeds (search value next to the confirmed mean ± sd), optimisation history, pruning curves,
 param importances, parallel coordinates, the best trial's per-class IoU and confusion matrix, its
 predictions on validation images next to the ground truth, and the dataset fingerprint. Every
 image is embedded as a `data:` URI; the page loads nothing from anywhere. The same file is logged
@@ -28,11 +29,13 @@ from mlflow.tracking import MlflowClient
 
 from search.registry import best_complete_trial
 from search.report.best_trial import overlay_section, per_class_section
+from search.report.confirm_section import confirm_section
 from search.report.dataset_section import fingerprint_section
 from search.report.html import Section, key_values, page
 from search.report.leaderboard import leaderboard_section
 from search.report.study_sections import history_section, importance_section, parallel_section, pruning_section
 from search.settings import configure_process
+from search.study.confirm_record import confirmed_text, read_record
 from search.study.lookup import StudyNotFoundError, load_named_study
 from search.study.storage import DEFAULT_STORAGE
 from search.tracking.client import DEFAULT_TRACKING_URI, PARENT_RUN_ATTR
@@ -79,9 +82,11 @@ def header(study: optuna.Study, best: optuna.trial.FrozenTrial | None, parent: s
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
     best_text = f"trial {best.number}: val mIoU {best.value:.4f}" if best else "no complete trial yet"
+    confirmed = confirmed_text(read_record(study)) or "not confirmed (python -m search.confirm)"
     return key_values([
         ("study", study.study_name), ("direction", study.direction.name.lower()),
-        ("trials", ", ".join(f"{n} {s.lower()}" for s, n in counts.items())), ("best", best_text),
+        ("trials", ", ".join(f"{n} {s.lower()}" for s, n in counts.items())), ("best (search)", best_text),
+        ("champion (confirmed)", confirmed),
         ("MLflow study run", parent or "-"), ("Optuna storage", args.storage), ("MLflow tracking", args.tracking_uri),
         ("generated", time.strftime("%Y-%m-%d %H:%M:%S %Z")),
     ])
@@ -93,6 +98,7 @@ def build_sections(study: optuna.Study, best: optuna.trial.FrozenTrial | None, p
         warnings.simplefilter("ignore", UserWarning)  # matplotlib/optuna layout chatter
         return [
             leaderboard_section(study),
+            confirm_section(study),
             history_section(study),
             pruning_section(study),
             importance_section(study),

@@ -1,7 +1,8 @@
 """Study definitions as data: one TOML file per study (see studies/default.toml).
 
-A definition holds the direction and metric, the dataset, the budgets, sampler and pruner
-settings, and the search space. Each space entry is fixed (a plain value) or ranged:
+A definition holds the direction and metric, the dataset, the budgets (trials and/or total
+epochs), sampler and pruner settings, the search space, and the confirmation of its top trials.
+Each space entry is fixed (a plain value) or ranged:
 `{ low = .., high = .., log = true, step = .. }` (int when both bounds are ints) or
 `{ choices = [..] }`. Everything is checked when the file is read; errors name the file and key.
 """
@@ -67,7 +68,8 @@ class StudyDef:
     direction: str = "maximize"
     data_required: bool = False
     data: dict[str, Any] = field(default_factory=dict)
-    trials: int = 50
+    trials: int | None = 50  # None: no trial limit (a file that gives budget.total_epochs alone)
+    total_epochs: int | None = None
     max_epochs: int = 8
     timeout_s: float | None = None
     trial_timeout_s: float | None = None  # wall-clock limit of one trial
@@ -75,6 +77,8 @@ class StudyDef:
     pruner: dict[str, Any] = field(default_factory=lambda: {"name": "hyperband"})
     space: tuple[Dimension, ...] = ()
     baseline: dict[str, Any] | None = None
+    confirm_top: int = 0  # [confirm] top: retrain this many of the best trials after the search (0: none)
+    confirm_seeds: int = 3  # [confirm] seeds: fresh training seeds per retrained configuration
 
     def dimension(self, name: str) -> Dimension | None:
         return next((d for d in self.space if d.name == name), None)
@@ -117,12 +121,14 @@ def load_study(name_or_file: str | Path) -> StudyDef:
 
 
 def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
-    known = {"study", "data", "budget", "sampler", "pruner", "space", "baseline"}
+    known = {"study", "data", "budget", "sampler", "pruner", "space", "baseline", "confirm"}
     _no_unknown(path, "top level", raw, known)
     study = raw.get("study", {})
     _no_unknown(path, "[study]", study, {"name", "metric", "direction", "data_required"})
     budget = raw.get("budget", {})
-    _no_unknown(path, "[budget]", budget, {"trials", "max_epochs", "timeout_s", "trial_timeout_s"})
+    _no_unknown(path, "[budget]", budget, {"trials", "total_epochs", "max_epochs", "timeout_s", "trial_timeout_s"})
+    confirm = raw.get("confirm", {})
+    _no_unknown(path, "[confirm]", confirm, {"top", "seeds"})
     _no_unknown(path, "[baseline]", raw.get("baseline", {}), {"params"})
     data = raw.get("data", {})
     _no_unknown(path, "[data]", data, {f.name for f in dataclasses.fields(DataConfig)})
@@ -133,7 +139,8 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
         direction=study.get("direction", "maximize"),
         data_required=bool(study.get("data_required", False)),
         data=dict(data),
-        trials=int(budget.get("trials", 50)),
+        trials=_count(path, "[budget] trials", budget.get("trials", None if "total_epochs" in budget else 50), 1),
+        total_epochs=_count(path, "[budget] total_epochs", budget.get("total_epochs"), 1),
         max_epochs=int(budget.get("max_epochs", 8)),
         timeout_s=budget.get("timeout_s") or None,
         trial_timeout_s=budget.get("trial_timeout_s") or None,
@@ -141,9 +148,20 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
         pruner={"name": "hyperband", **raw.get("pruner", {})},
         space=_parse_space(path, raw.get("space", {})),
         baseline=raw.get("baseline", {}).get("params") if raw.get("baseline") else None,
+        confirm_top=_count(path, "[confirm] top", confirm.get("top", 0), 0),
+        confirm_seeds=_count(path, "[confirm] seeds", confirm.get("seeds", 3), 1),
     )
     _check(sdef)
     return sdef
+
+
+def _count(path: Path, where: str, value: Any, least: int) -> int | None:
+    """An integer setting (None stays None), at least `least`; else an error naming the file and key."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{path}: {where} = {value!r}; expected an integer >= {least}")
+    return value
 
 
 def _no_unknown(path: Path, where: str, table: dict[str, Any], allowed: set[str]) -> None:
@@ -198,8 +216,8 @@ def _check(sdef: StudyDef) -> None:
         build_pruner(sdef.pruner, max(sdef.max_epochs, 1))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{p}: [pruner] {sdef.pruner}: {exc}") from exc
-    if sdef.trials < 1 or sdef.max_epochs < 1:
-        raise ValueError(f"{p}: [budget] trials and max_epochs must be >= 1")
+    if sdef.max_epochs < 1:
+        raise ValueError(f"{p}: [budget] max_epochs must be >= 1")
     if sdef.trial_timeout_s is not None and not sdef.trial_timeout_s > 0:
         raise ValueError(f"{p}: [budget] trial_timeout_s must be a positive number of seconds, "
                          f"got {sdef.trial_timeout_s!r}")

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import requests
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -187,11 +187,24 @@ class Tracker:
         tags = {"trial_state": state}
         if reason:
             tags["fail_reason"] = reason
-        self.set_tags(run_id, tags)
+        self.terminate(run_id, status or STATUS_FOR_STATE[state], name=name, tags=tags)
+
+    @_unavailable_as_error
+    def terminate(self, run_id: str, status: str, name: str | None = None,
+                  tags: Mapping[str, Any] | None = None) -> None:
+        """Tags first, then the name, then the final status (FINISHED, FAILED or KILLED)."""
+        if tags:
+            self.set_tags(run_id, tags)
         if name:
             self.client.update_run(run_id, name=name)
-        self.client.set_terminated(run_id, status=status or STATUS_FOR_STATE[state])
+        self.client.set_terminated(run_id, status=status)
         self.open_runs.discard(run_id)
+
+    @_unavailable_as_error
+    def child_runs(self, experiment_id: str, parent_id: str, tags: Mapping[str, str]) -> list[Run]:
+        """The runs under `parent_id` that carry all of `tags` (deleted runs left out)."""
+        terms = [f"tags.{PARENT_TAG} = '{parent_id}'", *(f"tags.{k} = '{v}'" for k, v in tags.items())]
+        return self.client.search_runs([experiment_id], " and ".join(terms), max_results=5000)
 
     @_unavailable_as_error
     def running_run_ids(self, experiment_id: str) -> list[str]:

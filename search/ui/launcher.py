@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from search.settings import configure_process
+from search.study.confirm_record import confirmed_text, read_record
 from search.study.lookup import StudyNotFoundError, load_named_study, storage_must_exist, study_id
 from search.study.storage import DEFAULT_STORAGE
 from search.tracking.client import DEFAULT_TRACKING_URI, RUN_ID_ATTR, artifact_root_for
@@ -182,9 +183,13 @@ def study_links(name: str, args: UiSettings, mlflow_url: str, dashboard_url: str
         raise UsageError(f"no MLflow experiment named {name!r} in {args.tracking_uri}; experiments: {known}")
     links = [f"optuna-dashboard study  {dashboard_url}/dashboard/studies/{study_id(name, args.storage)}",
              f"MLflow experiment       {mlflow_url}/#/experiments/{exp.experiment_id}"]
+    runs = f"{mlflow_url}/#/experiments/{exp.experiment_id}/runs"
     best = _best_run_id(study)
     if best:
-        links.append(f"MLflow best trial run   {mlflow_url}/#/experiments/{exp.experiment_id}/runs/{best}")
+        links.append(f"MLflow best trial run   {runs}/{best}  (search val mIoU {study.best_value:.4f})")
+    champion = (read_record(study) or {}).get("champion")
+    if champion:  # the search value stays next to the confirmed one
+        links.append(f"MLflow confirmed run    {runs}/{champion['run_id']}  ({confirmed_text(read_record(study))})")
     if client.search_registered_models(f"name = '{name}'"):
         links.append(f"registered model        {mlflow_url}/#/models/{quote(name)}")
     return links
