@@ -43,12 +43,12 @@ from search.display import print_confirmation
 from search.guards.signals import deferred_signals
 from search.registry import RegistryError, champion_uri, crown_confirmed, registry_client
 from search.settings import configure_process
-from search.study.confirm_record import CONFIRM_ATTR, RANK_BY, Retrain, best_retrain, confirm_seeds, ranked, summarize
+from search.study.confirm_record import CONFIRM_ATTR, RANK_BY, best_retrain, confirm_seeds, ranked, summarize
 from search.study.lookup import StudyNotFoundError, load_named_study
 from search.study.quota import lock_path_for
 from search.study.storage import DEFAULT_STORAGE
 from search.tracking.client import DEFAULT_TRACKING_URI, PARENT_RUN_ATTR, Tracker, TrackingUnavailable
-from search.tracking.confirm_run import ConfirmRuns, Key
+from search.tracking.confirm_run import ConfirmRuns, Key, Retrain
 from seg.config import Config
 from seg.data import DatasetError
 from seg.loaders import class_names, resolve_dataset

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
+
+from search.tracking.confirm_run import Retrain
 
 CONFIRM_ATTR = "confirm"
 CONFIRM_SEED_BASE = 1_000_000  # retrain i (1-based): seed BASE + i, far from the search's seed + trial number
@@ -33,22 +34,6 @@ RANK_BY = "mean final val mIoU over the seeds, then mean best val mIoU"
 def confirm_seeds(count: int) -> list[int]:
     """The fresh training seeds, the same for every configuration (a paired comparison)."""
     return [CONFIRM_SEED_BASE + i for i in range(1, count + 1)]
-
-
-@dataclass(frozen=True)
-class Retrain:
-    """One finished retrain: a configuration (its trial) trained from scratch with one fresh seed."""
-
-    trial: int
-    seed_index: int  # 1..S, as in the run name confirm-007-seed-2
-    seed: int
-    run_id: str
-    status: str  # FINISHED, or FAILED (nan, oom): not retried
-    final: float | None  # val mIoU after the last epoch
-    best: float | None  # best val mIoU over the epochs (the checkpoint's)
-
-    def plain(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "trial"}
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:

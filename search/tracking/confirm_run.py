@@ -17,15 +17,32 @@ FAILED one marked `confirm_state=FAILED`.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from search.study.confirm_record import Retrain
 from search.tracking.artifacts import log_trial_artifacts
 from search.tracking.client import Tracker, epoch_metrics
 from seg.config import Config
 from seg.data import SegmentationData
 from seg.train import EpochResult, FitResult, save_result
+
+
+@dataclass(frozen=True)
+class Retrain:
+    """One finished retrain: a configuration (its trial) trained from scratch with one fresh seed."""
+
+    trial: int
+    seed_index: int  # 1..S, as in the run name confirm-007-seed-2
+    seed: int
+    run_id: str
+    status: str  # FINISHED, or FAILED (nan, oom): not retried
+    final: float | None  # val mIoU after the last epoch
+    best: float | None  # best val mIoU over the epochs (the checkpoint's)
+
+    def plain(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "trial"}
+
 
 KIND_TAG, CONFIRM_KIND = "run_kind", "confirm"
 FINAL_STATES = ("FINISHED", "FAILED")  # confirm_state of a retrain that is done (not retried)
