@@ -1,0 +1,43 @@
+"""System metrics for a trial's run: MLflow's own `SystemMetricsMonitor` on the run's id.
+
+The monitor samples CPU, memory, disk and network (psutil) and, where NVML answers, each GPU's
+utilisation and memory (nvidia-ml-py), and logs them as `system/*` metrics on its own thread, so
+the run page's *System metrics* tab has its charts. It is started with the run and stopped before
+the run ends, however the trial ends; a tracking store that has stopped answering is not waited for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+# One sample (psutil, NVML) plus one get_run and one log_batch every 2 s: below what the
+# harness-overhead benchmark can measure (docs/performance.md), yet several points for a short trial.
+DEFAULT_INTERVAL_S = 2.0
+
+
+def quiet_monitor_logs() -> None:
+    """MLflow logs every monitor's start and stop at INFO: keep that out of the live table."""
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+
+
+def start_monitor(tracking_uri: str, run_id: str, interval_s: float) -> SystemMetricsMonitor | None:
+    """A running monitor for `run_id`, or None when `interval_s` is 0 (system metrics off)."""
+    if interval_s <= 0:
+        return None
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor
+
+
+def stop_monitor(monitor: SystemMetricsMonitor | None, store_alive: bool = True) -> None:
+    """Stop sampling and log what is left. With the store gone, the monitor's last calls may hang in
+    MLflow's retries: they finish on a daemon thread instead of holding the trial up."""
+    if monitor is None:
+        return
+    if store_alive:
+        monitor.finish()
+    else:
+        threading.Thread(target=monitor.finish, name="stop-system-metrics", daemon=True).start()
