@@ -24,7 +24,7 @@ TRIALS, EPOCHS = 2, 2
 SECTION_FIELDS = {
     "overhead": ("bare_fit_s_median", "trial_s_median", "overhead_wall_ratio", "overhead_harness_fraction",
                  "artifacts_fraction", "goal", "meets_goal", "repeats", "config", "epochs", "variants",
-                 "system_metrics_interval_s", "system_metrics_cost"),
+                 "system_metrics_interval_s", "system_metrics_wall_cost"),
     "pipeline": ("cpu_loader_images_per_s", "device_loader_images_per_s", "device_loader_runs_on",
                  "train_step_images_per_s", "cpu_loader_over_step_ratio", "device_loader_over_step_ratio",
                  "fit_epoch_data_placement", "fit_epoch_placement_reason", "fit_epoch_images_per_s",
@@ -85,6 +85,7 @@ def test_overhead_trial_timing_is_consistent(bench):
         trial = pair[variant]
         assert trial["trial_training_s"] > 0 and trial["trial_harness_s"] >= 0
         assert trial["trial_total_s"] >= trial["trial_training_s"] + trial["trial_artifacts_s"]
+    assert pair["off"]["trial_system_metrics_cpu_s"] == 0 < pair["on"]["trial_system_metrics_cpu_s"]
     assert data["config"]["model.base_channels"] == TINY_MODEL["base_channels"]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
@@ -23,21 +24,36 @@ def quiet_monitor_logs() -> None:
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
-def start_monitor(tracking_uri: str, run_id: str, interval_s: float) -> SystemMetricsMonitor | None:
+class TimedMonitor(SystemMetricsMonitor):
+    """MLflow's monitor, which also keeps the CPU seconds its sampling thread used (the trial's
+    `timing` records them: the monitor's cost, free of the noise of wall-clock comparisons)."""
+
+    cpu_s: float = 0.0
+
+    def monitor(self) -> None:
+        try:
+            super().monitor()
+        finally:
+            self.cpu_s = time.thread_time()
+
+
+def start_monitor(tracking_uri: str, run_id: str, interval_s: float) -> TimedMonitor | None:
     """A running monitor for `run_id`, or None when `interval_s` is 0 (system metrics off)."""
     if interval_s <= 0:
         return None
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, tracking_uri=tracking_uri)
+    monitor = TimedMonitor(run_id, sampling_interval=interval_s, tracking_uri=tracking_uri)
     monitor.start()
     return monitor
 
 
-def stop_monitor(monitor: SystemMetricsMonitor | None, store_alive: bool = True) -> None:
-    """Stop sampling and log what is left. With the store gone, the monitor's last calls may hang in
-    MLflow's retries: they finish on a daemon thread instead of holding the trial up."""
+def stop_monitor(monitor: TimedMonitor | None, store_alive: bool = True) -> float:
+    """Stop sampling and log what is left; returns the CPU seconds the sampling thread used. With the
+    store gone, the monitor's last calls may hang in MLflow's retries: they finish on a daemon
+    thread instead of holding the trial up (and the seconds are not known: 0)."""
     if monitor is None:
-        return
-    if store_alive:
-        monitor.finish()
-    else:
+        return 0.0
+    if not store_alive:
         threading.Thread(target=monitor.finish, name="stop-system-metrics", daemon=True).start()
+        return 0.0
+    monitor.finish()
+    return monitor.cpu_s

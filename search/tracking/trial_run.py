@@ -57,6 +57,7 @@ class TrialRun:
         self.shared, self.trial = shared, trial
         self.run_id: str | None = None
         self.monitor: Any = None  # the run's SystemMetricsMonitor while it runs
+        self.monitor_cpu_s = 0.0  # CPU seconds its sampling thread used, once stopped
         self.epochs: dict[int, tuple[int, dict[str, float]]] = {}  # epoch -> (timestamp, metrics) as logged
 
     def start(self) -> None:
@@ -128,7 +129,7 @@ class TrialRun:
         detail = trial.user_attrs.get("fail_detail") if state == "FAIL" else None
         if detail:
             self.set_tags({"fail_detail": detail})
-        stop_monitor(self.monitor, store_alive=self.shared.error is None)
+        self.monitor_cpu_s += stop_monitor(self.monitor, store_alive=self.shared.error is None)
         self.monitor = None
         self._call(self.shared.tracker.end_run, self.run_id, state, reason=reason,
                    name=trial_run_name(trial.number, state), status=status)
