@@ -56,6 +56,7 @@ TRIALS = 4
 FAILED_TRIAL = 1
 EPOCH_METRICS = ("train_loss", "val_loss", "val_miou", "lr", "epoch_seconds", "images_per_s")
 ENDED = {"FINISHED", "KILLED", "FAILED"}
+TRAINING_VIEW = "workflowType=machine_learning"  # MLflow's UI opens a link with it on the runs table
 SAMPLE_S = 0.2  # system metrics interval of the "e2e" study: several points in a trial of ~1 s
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -537,8 +538,8 @@ def test_the_study_name_set_by_run_is_the_study_of_every_read_side_tool(
                                        ui.link("optuna-dashboard study")).groups()
         names = {s["study_id"]: s["study_name"] for s in http_json(f"{dash_base}/api/studies")["study_summaries"]}
         assert names[int(study_id)] == "bar"
-        assert ui.link("MLflow experiment").endswith(f"/#/experiments/{env.experiment_id('bar')}")
-        assert ui.link("MLflow best trial run").endswith(f"/runs/{best_run}")
+        assert ui.link("MLflow experiment").endswith(f"/#/experiments/{env.experiment_id('bar')}?{TRAINING_VIEW}")
+        assert ui.link("MLflow best trial run").endswith(f"/runs/{best_run}?{TRAINING_VIEW}")
         assert ui.link("registered model").endswith("/#/models/bar")
         assert ui.stop(signal.SIGTERM) == 0, ui.output
     finally:

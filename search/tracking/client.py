@@ -33,9 +33,12 @@ PARENT_RUN_ATTR = "mlflow_parent_run_id"
 # With a tracking server, the UI pages too: a trial's run, the study's experiment.
 RUN_URL_ATTR = "mlflow_run_url"
 EXPERIMENT_URL_ATTR = "mlflow_experiment_url"
-# MLflow's UI opens an experiment in the view this tag names: the runs table and charts, not GenAI traces.
+# The experiment's kind, as MLflow records it when a user picks one: model training, not GenAI.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_KIND = "custom_model_development"
+# MLflow 3.17's UI takes its view (GenAI or Model training) from the page URL's `workflowType`, else
+# from the browser's last choice (GenAI at first), not from the tag: every link we give carries it.
+TRAINING_VIEW_QUERY = "workflowType=machine_learning"
 STATUS_FOR_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUNNING": "RUNNING"}
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAMS_PER_BATCH = 100
@@ -90,12 +93,15 @@ def trial_run_name(number: int, state: str) -> str:
     return f"trial-{number:03d}-{RUN_LABELS.get(state, state.lower())}"
 
 
-def ui_url(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> str | None:
-    """The MLflow UI page of an experiment (or one of its runs) when the tracking URI is a server."""
+def ui_url(tracking_uri: str, experiment_id: str, run_id: str | None = None, tab: str = "") -> str | None:
+    """The MLflow UI page of an experiment (or one of its runs, or a run's `tab`), in the training
+    view, when the tracking URI is a server (the UI's own URL)."""
     if urlparse(tracking_uri).scheme not in ("http", "https"):
         return None
     page = f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}"
-    return f"{page}/runs/{run_id}" if run_id else page
+    if run_id:
+        page += f"/runs/{run_id}" + (f"/{tab}" if tab else "")
+    return f"{page}?{TRAINING_VIEW_QUERY}"
 
 
 def git_commit() -> str | None:

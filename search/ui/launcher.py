@@ -31,7 +31,7 @@ from urllib.parse import quote
 from search.settings import configure_process
 from search.study.lookup import StudyNotFoundError, load_named_study, storage_must_exist, study_id
 from search.study.storage import DEFAULT_STORAGE
-from search.tracking.client import DEFAULT_TRACKING_URI, RUN_ID_ATTR, artifact_root_for
+from search.tracking.client import DEFAULT_TRACKING_URI, RUN_ID_ATTR, artifact_root_for, ui_url
 from search.ui.servers import Server, ServerFailed, start, stop_all, supervise, wait_ready
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -181,10 +181,10 @@ def study_links(name: str, args: UiSettings, mlflow_url: str, dashboard_url: str
         known = sorted(e.name for e in client.search_experiments())
         raise UsageError(f"no MLflow experiment named {name!r} in {args.tracking_uri}; experiments: {known}")
     links = [f"optuna-dashboard study  {dashboard_url}/dashboard/studies/{study_id(name, args.storage)}",
-             f"MLflow experiment       {mlflow_url}/#/experiments/{exp.experiment_id}"]
+             f"MLflow experiment       {ui_url(mlflow_url, exp.experiment_id)}"]
     best = _best_run_id(study)
     if best:
-        links.append(f"MLflow best trial run   {mlflow_url}/#/experiments/{exp.experiment_id}/runs/{best}")
+        links.append(f"MLflow best trial run   {ui_url(mlflow_url, exp.experiment_id, best)}")
     if client.search_registered_models(f"name = '{name}'"):
         links.append(f"registered model        {mlflow_url}/#/models/{quote(name)}")
     return links
