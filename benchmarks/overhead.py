@@ -34,6 +34,7 @@ VARIANTS = ("off", "on")  # system metrics of the trial's run
 
 def harness_trial(cfg: Config, system_metrics: bool) -> tuple[dict[str, Any], Config, Any]:
     """One trial of a study whose space is fixed to `cfg`; returns (timing attr, trained config, data)."""
+    cpu = time.process_time()
     with temp_storages("bench-overhead-") as root:
         study_file = write_study(fixed_study_toml(cfg, "bench-overhead"), root, "bench-overhead")
         settings = harness_settings(root, str(study_file), epochs=cfg.train.epochs, device=cfg.train.device,
@@ -45,6 +46,7 @@ def harness_trial(cfg: Config, system_metrics: bool) -> tuple[dict[str, Any], Co
             raise RuntimeError(f"the overhead trial ended {trial.state.name}: {trial.user_attrs.get('fail_reason')}")
         timing = dict(trial.user_attrs["timing"])
         timing["wall_s"] = round(run.wall_s, 3)
+        timing["process_cpu_s"] = round(time.process_time() - cpu, 3)  # every thread, set-up and artifacts too
         return timing, Config.from_dict(trial.user_attrs["config"]), ctx.data
 
 
@@ -70,12 +72,16 @@ def one_repeat(cfg: Config, trained: Config, data: Any, turn: int) -> dict[str, 
         pair[name] = {"trial_total_s": t["total_s"], "trial_training_s": t["training_s"],
                       "trial_harness_s": t["harness_s"], "trial_epoch_hooks_s": t["epoch_hooks_s"],
                       "trial_artifacts_s": t["artifacts_s"], "trial_system_metrics_cpu_s": t["system_metrics_cpu_s"],
+                      "trial_process_cpu_s": t["process_cpu_s"],
                       "wall_ratio_trial_minus_artifacts_vs_bare": round((t["total_s"] - t["artifacts_s"]) / bare_s, 4),
                       "harness_fraction_of_training": round(harness_s / t["training_s"], 5),
                       "system_metrics_fraction_of_training": round(t["system_metrics_cpu_s"] / t["training_s"], 5)}
     on, off = pair["on"], pair["off"]
     pair["on_vs_off_trial_minus_artifacts"] = round(
         (on["trial_total_s"] - on["trial_artifacts_s"]) / (off["trial_total_s"] - off["trial_artifacts_s"]), 4)
+    # CPU seconds of the whole trial (all its threads): less sensitive than wall time to other
+    # processes on the machine, and what a monitor that made training work harder would raise.
+    pair["on_vs_off_process_cpu"] = round(on["trial_process_cpu_s"] / off["trial_process_cpu_s"], 4)
     return pair
 
 
@@ -103,6 +109,7 @@ def measure(sizes: Sizes, keep: Callable[[dict[str, Any]], None]) -> dict[str, A
             "artifacts_fraction": round(med(r["trial_artifacts_s"] / r["trial_training_s"] for r in rows), 4),
             "meets_goal": fraction < GOAL}
     on_vs_off = med(p["on_vs_off_trial_minus_artifacts"] for p in pairs)
+    cpu_on_vs_off = med(p["on_vs_off_process_cpu"] for p in pairs)
     result = {
         "config": trained.flatten(), "epochs": sizes.overhead_epochs, "repeats": pairs,
         "bare_fit_s_median": round(med(p["bare_fit_s"] for p in pairs), 3),
@@ -112,6 +119,8 @@ def measure(sizes: Sizes, keep: Callable[[dict[str, Any]], None]) -> dict[str, A
                                                 "artifacts_fraction")},
         # (trial with system metrics - artifacts) / (the same without) - 1: wall clock, noisy.
         "system_metrics_wall_cost": round(on_vs_off - 1, 4),
+        # (process CPU seconds of the trial with system metrics) / (the same without) - 1.
+        "system_metrics_cpu_cost": round(cpu_on_vs_off - 1, 4),
         "goal": GOAL, "meets_goal": variants["on"]["meets_goal"],
     }
     result["tables"] = {"bare fit vs harness trial, system metrics off and on": [
@@ -120,6 +129,7 @@ def measure(sizes: Sizes, keep: Callable[[dict[str, Any]], None]) -> dict[str, A
             ("monitor CPU s", "trial_system_metrics_cpu_s"),
             ("harness / training", "harness_fraction_of_training"),
             ("(trial - artifacts) / bare", "wall_ratio_trial_minus_artifacts_vs_bare"))},
-         "(trial - artifacts) on / off": p["on_vs_off_trial_minus_artifacts"]} for p in pairs]}
+         "(trial - artifacts) on / off": p["on_vs_off_trial_minus_artifacts"],
+         "trial CPU s on / off": p["on_vs_off_process_cpu"]} for p in pairs]}
     keep(result)
     return result

@@ -24,7 +24,8 @@ TRIALS, EPOCHS = 2, 2
 SECTION_FIELDS = {
     "overhead": ("bare_fit_s_median", "trial_s_median", "overhead_wall_ratio", "overhead_harness_fraction",
                  "artifacts_fraction", "goal", "meets_goal", "repeats", "config", "epochs", "variants",
-                 "system_metrics_interval_s", "system_metrics_wall_cost"),
+                 "system_metrics_interval_s", "system_metrics_wall_cost",
+                 "system_metrics_cpu_cost"),
     "pipeline": ("cpu_loader_images_per_s", "device_loader_images_per_s", "device_loader_runs_on",
                  "train_step_images_per_s", "cpu_loader_over_step_ratio", "device_loader_over_step_ratio",
                  "fit_epoch_data_placement", "fit_epoch_placement_reason", "fit_epoch_images_per_s",
