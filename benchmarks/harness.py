@@ -38,12 +38,12 @@ def temp_storages(prefix: str = "bench-") -> Iterator[Path]:
 
 
 def harness_settings(root: Path, study: str, *, pruner: str | None = None, epochs: int | None = None, seed: int = 0,
-                     device: str = "cpu", study_name: str | None = None,
-                     total_epochs: int | None = None) -> RunSettings:
-    """The `search.run` settings for a study whose storages live under `root`."""
+                     device: str = "cpu", study_name: str | None = None, total_epochs: int | None = None,
+                     system_metrics: bool = True) -> RunSettings:
+    """The `search.run` settings for a study whose storages live under `root` (system metrics as by default)."""
     return RunSettings(study=study, storage=f"sqlite:///{root}/optuna.db", tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db",
                        seed=seed, device=device, pruner=parse_pruner(pruner) if pruner else None, epochs=epochs,
-                       study_name=study_name, total_epochs=total_epochs)
+                       study_name=study_name, total_epochs=total_epochs, no_system_metrics=not system_metrics)
 
 
 def quiet_optuna() -> None:

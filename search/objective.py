@@ -117,7 +117,7 @@ class Objective:
             raise
         finally:
             trial.set_user_attr(EPOCHS_ATTR, self.epochs_done)
-            self._record_timing(trial, time.perf_counter() - start)
+            self._record_timing(trial, time.perf_counter() - start, run.monitor_cpu_s)
             self._release_memory(trial)
         return value
 
@@ -208,15 +208,17 @@ class Objective:
             raise optuna.TrialPruned(f"stopped after {record.epoch + 1} epochs: the study's epoch budget is spent")
         return False
 
-    def _record_timing(self, trial: optuna.Trial, total: float) -> None:
+    def _record_timing(self, trial: optuna.Trial, total: float, system_metrics_cpu: float) -> None:
         """Where the trial's time went. harness = Optuna + MLflow bookkeeping around training
-        (run start/end, params, per-epoch report/prune/log), artifacts = checkpoint, figures, model."""
+        (run start/end, params, per-epoch report/prune/log), artifacts = checkpoint, figures, model;
+        system metrics = CPU seconds of the monitor's thread, which samples while the model trains."""
         t = self.timing
         training = t["fit"] - t["epoch_hooks"]
         harness = total - training - t["artifacts"]
         trial.set_user_attr("timing", {"total_s": round(total, 3), "training_s": round(training, 3),
                                        "harness_s": round(harness, 4), "epoch_hooks_s": round(t["epoch_hooks"], 4),
-                                       "artifacts_s": round(t["artifacts"], 3)})
+                                       "artifacts_s": round(t["artifacts"], 3),
+                                       "system_metrics_cpu_s": round(system_metrics_cpu, 4)})
 
     def _release_memory(self, trial: optuna.Trial) -> None:
         """On CUDA, free what the trial held before the next one starts and record what is left

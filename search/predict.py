@@ -7,12 +7,14 @@
 The trial's `mlflow_run_id` user attr leads to its MLflow run; the checkpoint artifact is
 downloaded, checked against the trial's config, and label PNGs and overlays are written at each
 input's own size. With `--model`, any MLflow model URI of a logged UNet (`models:/NAME@champion`,
-`models:/NAME/3`, `runs:/RUN/model`) is downloaded and its checkpoint used the same way.
+`models:/NAME/3`, a logged model's `models:/m-...`, `runs:/RUN/model`) is downloaded and its
+checkpoint used the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from seg.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from seg.predict import Predictor, iter_inputs, predict_files
 
 CHECKPOINT_ARTIFACT = "checkpoint/best.pt"
+LOGGED_MODEL_ID = re.compile(r"m-[0-9a-f]+")
 PYFUNC_FLAVOR = "python_function"
 
 
@@ -82,6 +85,10 @@ def resolve_model_uri(model_uri: str, tracking_uri: str) -> tuple[str, str]:
         return model_uri, f"model {model_uri}"
     ref = model_uri[len("models:/"):].strip("/")
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    if LOGGED_MODEL_ID.fullmatch(ref):
+        model = client.get_logged_model(ref)
+        trial = model.tags.get("trial_number")
+        return model.artifact_location, f"model {model_uri}" + (f" (trial {trial})" if trial else "")
     if "@" in ref:
         name, alias = ref.rsplit("@", 1)
         version = client.get_model_version_by_alias(name, alias)
@@ -91,7 +98,10 @@ def resolve_model_uri(model_uri: str, tracking_uri: str) -> tuple[str, str]:
     else:
         raise ArtifactError(f"{model_uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     trial = version.tags.get("trial_number")
-    return version.source, f"model {model_uri} (version {version.version}" + (f", trial {trial})" if trial else ")")
+    source = version.source
+    if version.model_id and source == f"models:/{version.model_id}":  # the LoggedModel's own files
+        source = client.get_logged_model(version.model_id).artifact_location
+    return source, f"model {model_uri} (version {version.version}" + (f", trial {trial})" if trial else ")")
 
 
 def fetch_model_checkpoint(model_uri: str, tracking_uri: str, dst: Path) -> tuple[Checkpoint, str]:

@@ -1,11 +1,13 @@
 """MLflow Model Registry: the study's best trial is registered under the study's name, alias `champion`.
 
 `search.run` adds `ChampionCallback` to the study, so this happens on its own: when a finished trial
-is the study's best, its run's `model/` becomes a new version of the registered model named after
-the study, and the alias `champion` moves to it. Load it with
+is the study's best, its run's logged model (`models:/m-...`, the LoggedModel named `model` among the
+run's outputs) becomes a new version of the registered model named after the study, and the alias
+`champion` moves to it. Load or serve it with
 
     mlflow.pyfunc.load_model("models:/NAME@champion")
     python -m search.predict --model models:/NAME@champion photos/ --out predictions/
+    mlflow models serve -m models:/NAME@champion --env-manager local    # with MLFLOW_TRACKING_URI set
 
 For a study that ran before the registry was wired in (or to repair the alias by hand):
 
@@ -29,6 +31,7 @@ import warnings
 from typing import Any
 
 import optuna
+from mlflow.entities import LoggedModelStatus, Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
@@ -82,17 +85,35 @@ def version_for_run(client: MlflowClient, name: str, run_id: str) -> ModelVersio
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
+def run_model(client: MlflowClient, run: Run) -> tuple[str, str | None]:
+    """(where its files are, model id) of the run's model: its READY LoggedModel named `model`, or for
+    a study logged before models were LoggedModels, the run's own `model/` folder. Raises RegistryError.
+
+    The version's source is the LoggedModel's artifact location, with its id as the version's
+    `model_id` tag: MLflow's SQL registry would look a `models:/m-...` source up through the global
+    tracking URI, not ours, and keeps no model id of its own."""
+    for output in run.outputs.model_outputs if run.outputs else []:
+        model = client.get_logged_model(output.model_id)
+        if model.name == MODEL_ARTIFACT and model.status == LoggedModelStatus.READY:
+            return model.artifact_location, model.model_id
+    if any(f.path == f"{MODEL_ARTIFACT}/MLmodel" for f in client.list_artifacts(run.info.run_id, MODEL_ARTIFACT)):
+        return f"{run.info.artifact_uri}/{MODEL_ARTIFACT}", None
+    raise RegistryError(f"MLflow run {run.info.run_id} has no logged model named {MODEL_ARTIFACT!r}")
+
+
 def register_run(client: MlflowClient, name: str, run_id: str, tags: dict[str, str], description: str,
                  label: str) -> ModelVersion:
-    """A version of `name` for the run's `model/`; reuses the existing one for the same run."""
+    """A version of `name` for the run's model; reuses the existing one for the same run."""
     existing = version_for_run(client, name, run_id)
     if existing is not None:
         return existing
-    run = client.get_run(run_id)
-    if not any(f.path == f"{MODEL_ARTIFACT}/MLmodel" for f in client.list_artifacts(run_id, MODEL_ARTIFACT)):
-        raise RegistryError(f"{label}: MLflow run {run_id} has no {MODEL_ARTIFACT}/MLmodel artifact")
+    try:
+        source, model_id = run_model(client, client.get_run(run_id))
+    except RegistryError as err:
+        raise RegistryError(f"{label}: {err}") from None
     ensure_registered_model(client, name)
-    return client.create_model_version(name, f"{run.info.artifact_uri}/{MODEL_ARTIFACT}", run_id=run_id, tags=tags,
+    tags = {**tags, **({"model_id": model_id} if model_id else {})}
+    return client.create_model_version(name, source, run_id=run_id, tags=tags, model_id=model_id,
                                        description=description)
 
 

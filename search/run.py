@@ -39,6 +39,7 @@ from search.study.quota import Budget, StudyQuota, counted_trials, lock_path_for
 from search.study.samplers_pruners import SAMPLERS, pruner_arg
 from search.study.storage import DEFAULT_STORAGE
 from search.tracking.client import DEFAULT_TRACKING_URI, TrackingUnavailable
+from search.tracking.system_metrics import DEFAULT_INTERVAL_S
 from search.workers import WorkerPool, describe_exit
 
 EXIT_TRACKING = 3  # the tracking store stopped answering; Optuna's results are kept
@@ -97,6 +98,10 @@ def parse_args(argv: list[str] | None = None) -> RunSettings:
                    "(default: the study's [confirm] top)")
     p.add_argument("--confirm-seeds", type=int, metavar="S", help="fresh seeds per confirmed configuration "
                    "(default: the study's [confirm] seeds, 3)")
+    p.add_argument("--system-metrics-interval", type=float, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
+                   help="seconds between samples of each trial run's system metrics (CPU, memory, GPU)")
+    p.add_argument("--no-system-metrics", action="store_true",
+                   help="do not log system metrics (MLflow's system/* charts) on the trial runs")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers for its children
     p.add_argument("--target-total", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

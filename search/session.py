@@ -1,7 +1,8 @@
 """Everything before the first trial of a run, in order, and the tracking wrap-up after the last.
 
 definition -> dataset (validated and decoded once) -> fingerprint -> MLflow schema -> Optuna
-storage and study -> MLflow parent run -> the `TrialContext` every trial shares.
+storage and study -> MLflow parent run (with the dataset among its inputs) -> the `TrialContext`
+every trial shares.
 
 The parent (or only) process creates both schemas, the study and its parent run, and ends the
 MLflow runs that dead workers left RUNNING; a worker (`--worker-index`) joins what exists.
@@ -22,7 +23,16 @@ from search.study.identity import check_identity
 from search.study.samplers_pruners import build_pruner, build_sampler, format_pruner
 from search.study.stale import StaleTrialHandler, reconcile_orphaned_runs
 from search.study.storage import check_shared_storage, open_storage
-from search.tracking.client import PARENT_RUN_ATTR, Tracker, TrackingUnavailable, ensure_tracking_schema, git_commit
+from search.tracking.client import (
+    EXPERIMENT_URL_ATTR,
+    PARENT_RUN_ATTR,
+    Tracker,
+    TrackingUnavailable,
+    ensure_tracking_schema,
+    git_commit,
+    ui_url,
+)
+from search.tracking.datasets import dataset_inputs, split_datasets
 from search.tracking.figures import log_study_plots
 from search.tracking.fingerprint import dataset_fingerprint
 from search.tracking.trial_run import StudyTracking
@@ -91,6 +101,8 @@ def prepare(settings: RunSettings) -> tuple[optuna.Study, TrialContext]:
     data_cfg = DataConfig(**{**sdef.data, **({"root": settings.data} if settings.data else {})})
     data = resolve_dataset(data_cfg)  # validated and decoded once, before any trial
     fingerprint = dataset_fingerprint(data)
+    names = class_names(data_cfg)
+    datasets = split_datasets(data_cfg, fingerprint, names)
     if not settings.is_worker:
         ensure_tracking_schema(settings.tracking_uri)
     study = open_study(sdef, settings)
@@ -103,9 +115,15 @@ def prepare(settings: RunSettings) -> tuple[optuna.Study, TrialContext]:
         experiment_id, parent = tracker.experiment_id(sdef.name), study.user_attrs[PARENT_RUN_ATTR]
     else:
         experiment_id, parent = start_parent_run(tracker, study, sdef, fingerprint, tags)
+        tracker.log_inputs(parent, dataset_inputs(datasets))
+        url = ui_url(settings.tracking_uri, experiment_id)
+        if url and study.user_attrs.get(EXPERIMENT_URL_ATTR) != url:
+            study.set_user_attr(EXPERIMENT_URL_ATTR, url)
         reconcile_orphaned_runs(tracker, experiment_id, study.get_trials(deepcopy=False))
-    tracking = StudyTracking(tracker, experiment_id, parent, tags)
-    return study, TrialContext(sdef, opts, data, class_names(data_cfg), tracking)
+    tracking = StudyTracking(tracker, experiment_id, parent, tags, datasets=dataset_inputs(datasets),
+                             validation=(datasets["val"].name, datasets["val"].digest),
+                             system_metrics_s=settings.system_metrics_s)
+    return study, TrialContext(sdef, opts, data, names, tracking)
 
 
 def finish_tracking(ctx: TrialContext, study: optuna.Study, status: str, plots: bool) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from search.study.space import RunOptions
 from search.study.storage import DEFAULT_STORAGE
 from search.tracking.client import DEFAULT_TRACKING_URI
+from search.tracking.system_metrics import DEFAULT_INTERVAL_S, quiet_monitor_logs
 
 # Quiet, bounded MLflow defaults (the user's environment wins): no progress bars in logs, no
 # telemetry, and a dead or slow tracking server fails a call in seconds instead of MLflow's
@@ -33,6 +34,7 @@ def configure_process() -> None:
     """Set-up for an entry point: MLflow's environment defaults and a headless matplotlib backend."""
     for key, value in MLFLOW_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    quiet_monitor_logs()
     import matplotlib
 
     matplotlib.use("Agg")  # figures are only written to files and data URIs
@@ -66,6 +68,8 @@ class RunSettings:
     # After the search: retrain the top `confirm` trials with `confirm_seeds` fresh seeds (default: [confirm]).
     confirm: int | None = None
     confirm_seeds: int | None = None
+    system_metrics_interval: float = DEFAULT_INTERVAL_S  # seconds between samples of each trial run's system metrics
+    no_system_metrics: bool = False
     # Set by `--workers` for its child processes.
     worker_index: int | None = None
     target_total: int | None = None
@@ -79,6 +83,9 @@ class RunSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive number")
+        if not self.system_metrics_interval > 0:
+            raise ValueError(f"--system-metrics-interval {self.system_metrics_interval}: expected a positive number "
+                             "of seconds (--no-system-metrics turns them off)")
         if self.trials is not None and self.total_trials is not None:
             raise ValueError("give --trials (trials to add) or --total-trials (trials the study should hold), not both")
 
@@ -90,6 +97,11 @@ class RunSettings:
     @property
     def is_worker(self) -> bool:
         return self.worker_index is not None
+
+    @property
+    def system_metrics_s(self) -> float:
+        """Seconds between system metrics samples of a trial's run; 0 when they are off."""
+        return 0.0 if self.no_system_metrics else self.system_metrics_interval
 
     @property
     def heartbeat_interval(self) -> int | None:

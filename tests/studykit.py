@@ -191,10 +191,11 @@ class StudyEnv:
                                        run_view_type=ViewType.ALL, max_results=1000)
 
 
-def make_tiny_study(root: Path, monkeypatch: pytest.MonkeyPatch, trials: int = 2, epochs: int = 1) -> StudyEnv:
+def make_tiny_study(root: Path, monkeypatch: pytest.MonkeyPatch, trials: int = 2, epochs: int = 1,
+                    run_args: tuple[str, ...] = ()) -> StudyEnv:
     """The smallest study (`TINY`, named "tiny"), run once: `trials` trials of `epochs` epochs in SQLite
-    storages under `root`, with the dataset cache there too."""
+    storages under `root`, with the dataset cache there too; `run_args` go to `search.run`."""
     monkeypatch.setenv("SEG_CACHE_DIR", str(root / "cache"))
     tiny = StudyEnv(root, "tiny", trials=trials, epochs=epochs, **TINY)
-    assert tiny.run() == 0
+    assert tiny.run(*run_args) == 0
     return tiny

@@ -23,7 +23,9 @@ PRUNERS = ("none", "sha", "hyperband", "median")
 TRIALS, EPOCHS = 2, 2
 SECTION_FIELDS = {
     "overhead": ("bare_fit_s_median", "trial_s_median", "overhead_wall_ratio", "overhead_harness_fraction",
-                 "artifacts_fraction", "goal", "meets_goal", "repeats", "config", "epochs"),
+                 "artifacts_fraction", "goal", "meets_goal", "repeats", "config", "epochs", "variants",
+                 "system_metrics_interval_s", "system_metrics_wall_cost",
+                 "system_metrics_cpu_cost"),
     "pipeline": ("cpu_loader_images_per_s", "device_loader_images_per_s", "device_loader_runs_on",
                  "train_step_images_per_s", "cpu_loader_over_step_ratio", "device_loader_over_step_ratio",
                  "fit_epoch_data_placement", "fit_epoch_placement_reason", "fit_epoch_images_per_s",
@@ -79,8 +81,12 @@ def test_section_has_every_field(bench, section):
 def test_overhead_trial_timing_is_consistent(bench):
     data = bench[1]["sections"]["overhead"]
     (pair,) = data["repeats"]
-    assert pair["trial_training_s"] > 0 and pair["bare_fit_s"] > 0 and pair["trial_harness_s"] >= 0
-    assert pair["trial_total_s"] >= pair["trial_training_s"] + pair["trial_artifacts_s"]
+    assert pair["bare_fit_s"] > 0 and set(data["variants"]) == {"off", "on"}  # system metrics off and on
+    for variant in ("off", "on"):
+        trial = pair[variant]
+        assert trial["trial_training_s"] > 0 and trial["trial_harness_s"] >= 0
+        assert trial["trial_total_s"] >= trial["trial_training_s"] + trial["trial_artifacts_s"]
+    assert pair["off"]["trial_system_metrics_cpu_s"] == 0 < pair["on"]["trial_system_metrics_cpu_s"]
     assert data["config"]["model.base_channels"] == TINY_MODEL["base_channels"]
 
 

@@ -31,6 +31,7 @@ from search.display import print_summary
 from search.registry import CHAMPION, ChampionCallback
 from search.report.confirm_section import confirm_section
 from search.study.definition import load_study
+from search.tracking.client import TRAINING_VIEW_QUERY
 from search.ui.launcher import UiSettings, study_links
 from seg.config import Config
 from tests.faultkit import cli_env, start_run, wait_for
@@ -130,7 +131,8 @@ def test_summary_report_and_ui_show_the_search_value_next_to_the_confirmed_one(c
     assert confirmed in html and f"{winner['search_value']:.4f}" in html and "0.9900" in html
     links = "\n".join(study_links(env.name, UiSettings(storage=env.storage, tracking_uri=env.tracking_uri),
                                   "http://m", "http://d"))
-    assert f"/runs/{champion['run_id']}  (trial {winner['trial']}: final val mIoU {confirmed}" in links
+    assert (f"/runs/{champion['run_id']}?{TRAINING_VIEW_QUERY}  (trial {winner['trial']}: final val mIoU {confirmed}"
+            in links)
     assert f"(search: {winner['search_value']:.4f})" in links  # the lucky best has no run to link to
 
 

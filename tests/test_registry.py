@@ -53,7 +53,9 @@ def assert_champion_is_best(tiny: StudyEnv) -> str:
     best = study.best_trial
     assert champion.run_id == best.user_attrs["mlflow_run_id"]
     assert champion.tags["trial_number"] == str(best.number)
-    assert champion.source.endswith("/model")
+    model = client.get_logged_model(champion.tags["model_id"])  # the version is the run's LoggedModel
+    assert (model.name, model.source_run_id) == ("model", champion.run_id)
+    assert champion.source == model.artifact_location
     return champion.run_id
 
 
@@ -124,6 +126,14 @@ def test_predict_with_champion_model_uri(two_runs: tuple[StudyEnv, str, str], tm
     assert f"trial {best.number}" in capsys.readouterr().out
     assert Image.open(out / "odd.png").size == (41, 29)
     assert (out / "odd_overlay.png").is_file()
+
+    # The champion's LoggedModel by its own id, models:/m-...: the same trial.
+    model_id = registry(tiny).get_model_version_by_alias(tiny.name, CHAMPION).tags["model_id"]
+    rc = predict_main(["--model", f"models:/{model_id}", "--tracking-uri", tiny.tracking_uri, "--device", "cpu",
+                       str(image), "--out", str(tmp_path / "by-id")])
+    assert rc == 0, capsys.readouterr().err
+    assert f"(trial {best.number})" in capsys.readouterr().out
+    assert Image.open(tmp_path / "by-id" / "odd.png").size == (41, 29)
 
     # A model that does not exist: a clear error naming it, nothing written.
     assert predict_main(["--model", "models:/nope@champion", "--tracking-uri", tiny.tracking_uri,

@@ -9,6 +9,7 @@ One study runs once per module (module-scoped fixture) with real SQLite storages
 - study "e2e-pruned": 2 trials with the threshold pruner at `lower = 0.99`, so every trial is PRUNED
   after epoch 0 (deterministic); its first trial is the file's [baseline]. The file says `lower = 0.0`
   (never prunes): the 0.99 comes from `--pruner threshold:lower=0.99`, so the override is tested too.
+  It runs with `--no-system-metrics`; "e2e" samples system metrics every 0.2 s.
 
 Tests that change the stored state (resume, damaged checkpoint) leave the other assertions valid in
 any order: the resume only adds a trial, and the damaged checkpoint is restored afterwards.
@@ -23,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -32,6 +34,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -53,6 +56,8 @@ TRIALS = 4
 FAILED_TRIAL = 1
 EPOCH_METRICS = ("train_loss", "val_loss", "val_miou", "lr", "epoch_seconds", "images_per_s")
 ENDED = {"FINISHED", "KILLED", "FAILED"}
+TRAINING_VIEW = "workflowType=machine_learning"  # MLflow's UI opens a link with it on the runs table
+SAMPLE_S = 0.2  # system metrics interval of the "e2e" study: several points in a trial of ~1 s
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 PRUNED = optuna.trial.TrialState.PRUNED
@@ -79,8 +84,9 @@ def e2e_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StudyEn
         study = optuna.create_study(study_name=STUDY, storage=env.storage, direction="maximize")
         study.enqueue_trial({"model.depth": 2})
         study.enqueue_trial({"model.depth": 5})  # outside [2, 3] on purpose: Optuna warns and uses it
-        codes = {STUDY: env.run()}
-        codes[PRUNED_STUDY] = env.run(*ALWAYS_PRUNE, file=env.write(PRUNED_STUDY, **PRUNED_SETTINGS))
+        codes = {STUDY: env.run("--system-metrics-interval", str(SAMPLE_S))}
+        codes[PRUNED_STUDY] = env.run(*ALWAYS_PRUNE, "--no-system-metrics",
+                                      file=env.write(PRUNED_STUDY, **PRUNED_SETTINGS))
         yield env, codes
 
 
@@ -264,12 +270,72 @@ def test_complete_trials_have_artifacts(e2e: StudyEnv) -> None:
         top = _artifacts(client, run_id)
         assert "config.json" in top
         for folder, name in [("checkpoint", "checkpoint/best.pt"), ("overlays", "overlays/val_predictions.png"),
-                             ("metrics", "metrics/iou_confusion.png"), ("model", "model/MLmodel")]:
+                             ("metrics", "metrics/iou_confusion.png")]:
             files = _artifacts(client, run_id, folder)
             assert name in files, (t.number, sorted(files))
             assert files[name], f"trial {t.number}: {name} is empty"
         local = _local_artifact_dir(client, run_id)
         assert json.loads((local / "config.json").read_text()) == t.user_attrs["config"]
+        # The model is a LoggedModel of the run: among its outputs, READY, with its files and an input example.
+        (output,) = client.get_run(run_id).outputs.model_outputs
+        model = client.get_logged_model(output.model_id)
+        assert (model.name, model.source_run_id, model.status) == ("model", run_id, LoggedModelStatus.READY)
+        files = Path(unquote(urlparse(model.artifact_location).path))
+        assert (files / "MLmodel").is_file() and (files / "serving_input_example.json").is_file()
+        assert model.params["model.base_channels"] == "4" and model.tags["trial_number"] == str(t.number)
+
+
+def test_logged_models_rank_by_val_miou(e2e: StudyEnv) -> None:
+    """`search_logged_models` ranks the study's models by val_miou: the trials' values, best first."""
+    complete = sorted(_complete(e2e.study()), key=lambda t: t.value, reverse=True)
+    models = e2e.client.search_logged_models([e2e.experiment_id()],
+                                             order_by=[{"field_name": "metrics.val_miou", "ascending": False}])
+    assert [m.source_run_id for m in models] == [t.user_attrs["mlflow_run_id"] for t in complete]
+    for model, trial in zip(models, complete):
+        (miou,) = [m for m in model.metrics if m.key == "val_miou"]
+        assert miou.value == pytest.approx(trial.value) and miou.step == trial.user_attrs["best_epoch"]
+        assert miou.dataset_name == "embedded/val"
+    # The model's points are the run's own, not a second copy in its history.
+    best_run = complete[0].user_attrs["mlflow_run_id"]
+    assert len(e2e.client.get_metric_history(best_run, "val_miou")) == EPOCHS
+
+
+def test_trial_runs_have_system_metrics_until_they_end(e2e: StudyEnv) -> None:
+    for t in e2e.study().trials:
+        if t.state == COMPLETE:
+            cpu = e2e.client.get_metric_history(t.user_attrs["mlflow_run_id"], "system/cpu_utilization_percentage")
+            assert len(cpu) >= 2, (t.number, cpu)
+            assert "system/system_memory_usage_percentage" in e2e.trial_run(t).data.metrics
+    for t in e2e.study(PRUNED_STUDY).trials:  # --no-system-metrics
+        assert not [k for k in e2e.trial_run(t).data.metrics if k.startswith("system/")]
+    # Every monitor stopped with its run (complete, failed and pruned alike): no sampling thread is left.
+    assert not [th for th in threading.enumerate() if th.name == "SystemMetricsMonitor"]
+
+
+def test_the_dataset_is_an_input_of_the_parent_and_every_trial_run(e2e: StudyEnv, tmp_path: Path) -> None:
+    client, parent_id = e2e.client, e2e.parent_id()
+    fingerprint = json.loads(Path(client.download_artifacts(parent_id, "dataset_fingerprint.json",
+                                                            str(tmp_path))).read_text())
+    runs = [client.get_run(parent_id)] + [e2e.trial_run(t) for t in e2e.study().trials]
+    for run in runs:
+        inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+        assert set(inputs) == {"embedded/train", "embedded/val"}, run.info.run_name
+        for split, context in [("train", "training"), ("val", "validation")]:
+            item = inputs[f"embedded/{split}"]
+            assert item.dataset.digest == fingerprint["content_hash"]
+            assert {tag.key: tag.value for tag in item.tags}["mlflow.data.context"] == context
+            assert item.dataset.source_type == "code" and json.loads(item.dataset.source)["tags"]["seed"] == 0
+            profile = json.loads(item.dataset.profile)
+            assert profile["images"] == fingerprint["counts"][split] and profile["num_classes"] == 10
+            assert list(profile["class_pixel_frequency"]) == list(CLASSES)
+
+
+def test_the_experiment_opens_in_the_training_view(e2e: StudyEnv) -> None:
+    exp = e2e.client.get_experiment(e2e.experiment_id())
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    # Not a tracking server: no UI URLs in the user attrs.
+    assert "mlflow_experiment_url" not in e2e.study().user_attrs
+    assert not [t.number for t in e2e.study().trials if "mlflow_run_url" in t.user_attrs]
 
 
 def test_parent_run_has_study_plots_and_fingerprint(e2e: StudyEnv, tmp_path: Path) -> None:
@@ -380,7 +446,9 @@ def test_pyfunc_model_loads_and_predicts(e2e: StudyEnv, tmp_path: Path, monkeypa
 def test_rerun_resumes_the_study_with_the_same_parent_run(e2e: StudyEnv) -> None:
     before = e2e.study()
     n_before, parent_before = len(before.trials), before.user_attrs[PARENT_ATTR]
+    e2e.client.delete_experiment_tag(e2e.experiment_id(), "mlflow.experimentKind")  # an experiment from before
     assert e2e.run("--trials", "1") == 0
+    assert e2e.client.get_experiment(e2e.experiment_id()).tags["mlflow.experimentKind"] == "custom_model_development"
     after = e2e.study()
     assert len(after.trials) == n_before + 1
     assert after.user_attrs[PARENT_ATTR] == parent_before
@@ -470,8 +538,8 @@ def test_the_study_name_set_by_run_is_the_study_of_every_read_side_tool(
                                        ui.link("optuna-dashboard study")).groups()
         names = {s["study_id"]: s["study_name"] for s in http_json(f"{dash_base}/api/studies")["study_summaries"]}
         assert names[int(study_id)] == "bar"
-        assert ui.link("MLflow experiment").endswith(f"/#/experiments/{env.experiment_id('bar')}")
-        assert ui.link("MLflow best trial run").endswith(f"/runs/{best_run}")
+        assert ui.link("MLflow experiment").endswith(f"/#/experiments/{env.experiment_id('bar')}?{TRAINING_VIEW}")
+        assert ui.link("MLflow best trial run").endswith(f"/runs/{best_run}?{TRAINING_VIEW}")
         assert ui.link("registered model").endswith("/#/models/bar")
         assert ui.stop(signal.SIGTERM) == 0, ui.output
     finally:

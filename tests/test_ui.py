@@ -42,7 +42,9 @@ def test_ui_serves_mlflow_and_dashboard_and_stops_cleanly(tiny: StudyEnv) -> Non
 
         # MLflow: the study's experiment lists the parent run and every trial run hanging under it.
         experiment_url = ui.link("MLflow experiment")
-        mlflow_base, experiment_id = re.match(r"(http://[^/]+)/#/experiments/(\d+)$", experiment_url).groups()
+        # ... in the training view (MLflow 3.17's UI reads its view from the link, not the experiment)
+        mlflow_base, experiment_id = re.match(r"(http://[^/]+)/#/experiments/(\d+)\?workflowType=machine_learning$",
+                                              experiment_url).groups()
         runs = http_json(f"{mlflow_base}/api/2.0/mlflow/runs/search",
                          {"experiment_ids": [experiment_id], "max_results": 100})["runs"]
         parents = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])}.get(PARENT_TAG)

@@ -61,6 +61,11 @@ def test_three_machines_share_a_postgres_study_and_tracking_server(tmp_path: Pat
         study = assert_consistent(storage, tracking, "pg", TRIALS)
         assert len(study.trials) == TRIALS
         assert len(set(_sampled(study))) == TRIALS
+        # With a tracking server, one click from Optuna to MLflow: the UI pages in the user attrs.
+        experiment, view = f"{tracking}/#/experiments/{study_env.experiment_id('pg')}", "?workflowType=machine_learning"
+        assert study.user_attrs["mlflow_experiment_url"] == experiment + view
+        for t in study.trials:
+            assert t.user_attrs["mlflow_run_url"] == f"{experiment}/runs/{t.user_attrs['mlflow_run_id']}{view}"
     print(f"\n[figure] PostgreSQL stress: {WORKERS} processes x {TRIALS} trials of 2 epochs in {elapsed:.1f}s")
 
 

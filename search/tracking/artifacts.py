@@ -1,5 +1,5 @@
-"""Artifacts of a completed trial: checkpoint, prediction overlays, per-class IoU and confusion figure,
-and the model in MLflow's pyfunc flavour (loadable with `mlflow.pyfunc.load_model`)."""
+"""Artifacts of a completed trial's run: checkpoint, prediction overlays, per-class IoU and confusion
+figure. (Its model is a LoggedModel of its own: `search.tracking.pyfunc`.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from search.tracking.client import Tracker
-from search.tracking.pyfunc import log_pyfunc_model
 from seg.data import SegmentationData
 from seg.predict import Predictor, label_image
 from seg.train import FitResult
@@ -30,7 +29,6 @@ def log_trial_artifacts(tracker: Tracker, run_id: str, ckpt_path: Path, data: Se
                        "metrics/iou_confusion.png")
     tracker.log_dict(run_id, {"class_names": list(names), "confusion": [list(r) for r in result.best_confusion]},
                      "metrics/confusion.json")
-    log_pyfunc_model(tracker, run_id, ckpt_path)
     plt.close("all")
 
 

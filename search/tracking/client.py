@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import requests
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import DatasetInput, LoggedModelOutput, LoggedModelStatus, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -30,6 +30,15 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 # The Optuna <-> MLflow links: a trial's user attr names its run, the study's names its parent run.
 RUN_ID_ATTR = "mlflow_run_id"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
+# With a tracking server, the UI pages too: a trial's run, the study's experiment.
+RUN_URL_ATTR = "mlflow_run_url"
+EXPERIMENT_URL_ATTR = "mlflow_experiment_url"
+# The experiment's kind, as MLflow records it when a user picks one: model training, not GenAI.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+# MLflow 3.17's UI takes its view (GenAI or Model training) from the page URL's `workflowType`, else
+# from the browser's last choice (GenAI at first), not from the tag: every link we give carries it.
+TRAINING_VIEW_QUERY = "workflowType=machine_learning"
 STATUS_FOR_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "RUNNING": "RUNNING"}
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAMS_PER_BATCH = 100
@@ -84,6 +93,17 @@ def trial_run_name(number: int, state: str) -> str:
     return f"trial-{number:03d}-{RUN_LABELS.get(state, state.lower())}"
 
 
+def ui_url(tracking_uri: str, experiment_id: str, run_id: str | None = None, tab: str = "") -> str | None:
+    """The MLflow UI page of an experiment (or one of its runs, or a run's `tab`), in the training
+    view, when the tracking URI is a server (the UI's own URL)."""
+    if urlparse(tracking_uri).scheme not in ("http", "https"):
+        return None
+    page = f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}"
+    if run_id:
+        page += f"/runs/{run_id}" + (f"/{tab}" if tab else "")
+    return f"{page}?{TRAINING_VIEW_QUERY}"
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -126,10 +146,14 @@ class Tracker:
 
     @_unavailable_as_error
     def experiment_id(self, name: str) -> str:
+        """The study's experiment, created in (or, when the tag is missing, moved to) the training view."""
         exp = self.client.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        return self.client.create_experiment(name, artifact_location=artifact_root_for(self.tracking_uri))
+        if exp is None:
+            return self.client.create_experiment(name, artifact_location=artifact_root_for(self.tracking_uri),
+                                                 tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+        return exp.experiment_id
 
     @_unavailable_as_error
     def start_run(self, experiment_id: str, name: str, tags: Mapping[str, str], parent_id: str | None = None) -> str:
@@ -154,11 +178,37 @@ class Tracker:
             self.client.log_batch(run_id, params=items[i: i + MAX_PARAMS_PER_BATCH])
 
     @_unavailable_as_error
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
-        """One batched call per epoch."""
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int, timestamp: int | None = None,
+                    model_id: str | None = None, dataset: tuple[str, str] | None = None) -> int:
+        """One batched call (per epoch); returns the timestamp. With `model_id` the points also become
+        the logged model's metrics (on `dataset`, a (name, digest) pair); the same timestamp as
+        before adds nothing to the run's history."""
+        stamp = int(time.time() * 1000) if timestamp is None else timestamp
+        name, digest = dataset or (None, None)
+        batch = [Metric(k, float(v), stamp, step, model_id=model_id, dataset_name=name, dataset_digest=digest)
+                 for k, v in metrics.items()]
         self.client.log_batch(run_id, metrics=batch)
+        return stamp
+
+    @_unavailable_as_error
+    def log_inputs(self, run_id: str, datasets: list[DatasetInput]) -> None:
+        self.client.log_inputs(run_id, datasets=datasets)
+
+    @_unavailable_as_error
+    def create_logged_model(self, experiment_id: str, run_id: str, name: str, params: Mapping[str, Any],
+                            tags: Mapping[str, Any]) -> tuple[str, str]:
+        """A PENDING LoggedModel from `run_id`: (its id, its artifact location)."""
+        model = self.client.create_logged_model(experiment_id, name=name, source_run_id=run_id,
+                                                params={k: _param_value(v) for k, v in params.items()},
+                                                tags={k: _tag_value(v) for k, v in tags.items()})
+        return model.model_id, model.artifact_location
+
+    @_unavailable_as_error
+    def finish_logged_model(self, model_id: str, run_id: str, local_dir: Path, step: int) -> None:
+        """Upload the saved model, show it among the run's outputs (at `step`) and mark it READY."""
+        self.client.log_model_artifacts(model_id, str(local_dir))
+        self.client.log_outputs(run_id, [LoggedModelOutput(model_id, step)])
+        self.client.finalize_logged_model(model_id, LoggedModelStatus.READY)
 
     @_unavailable_as_error
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from search.tracking.artifacts import log_trial_artifacts
 from search.tracking.client import Tracker, epoch_metrics
+from search.tracking.pyfunc import input_example, log_pyfunc_model
 from seg.config import Config
 from seg.data import SegmentationData
 from seg.train import EpochResult, FitResult, save_result
@@ -66,6 +67,7 @@ class ConfirmRuns:
         self.tracker, self.experiment_id, self.parent_id = tracker, experiment_id, parent_id
         self.study_name = study_name
         self.current: tuple[Key, int] | None = None  # (key, seed) of the retrain in progress
+        self.epochs: dict[int, tuple[int, dict[str, float]]] = {}  # epoch -> (timestamp, metrics) of the retrain
 
     def done(self) -> dict[Key, Retrain]:
         """Retrains with a final result. A run a dead process left RUNNING is ended KILLED here first."""
@@ -108,14 +110,25 @@ class ConfirmRuns:
         self.current = None
 
     def log_epoch(self, run_id: str, record: EpochResult, class_names: tuple[str, ...]) -> None:
-        self.tracker.log_metrics(run_id, epoch_metrics(record, class_names), step=record.epoch)
+        if record.epoch == 0:
+            self.epochs.clear()
+        metrics = epoch_metrics(record, class_names)
+        self.epochs[record.epoch] = (self.tracker.log_metrics(run_id, metrics, step=record.epoch), metrics)
 
     def finish(self, run_id: str, key: Key, seed: int, cfg: Config, result: FitResult, data: SegmentationData,
                class_names: tuple[str, ...]) -> Retrain:
         """Artifacts (the checkpoint of the best epoch and its model), then the results, then FINISHED."""
+        best_epoch = result.best_epoch
         with tempfile.TemporaryDirectory(prefix="confirm-") as tmp:
             ckpt = save_result(Path(tmp) / "best.pt", cfg, result, class_names)
             log_trial_artifacts(self.tracker, run_id, ckpt, data, result)
+            model_id = log_pyfunc_model(self.tracker, self.experiment_id, run_id, ckpt, input_example(data),
+                                        cfg.flatten(), {"trial_number": key[0], "study_name": self.study_name,
+                                                        "confirm_seed": seed, "best_epoch": best_epoch},
+                                        step=best_epoch)
+        if best_epoch in self.epochs:  # the best epoch's points, as logged, become the model's metrics
+            stamp, metrics = self.epochs[best_epoch]
+            self.tracker.log_metrics(run_id, metrics, step=best_epoch, timestamp=stamp, model_id=model_id)
         final, best = result.history[-1].val_miou, result.best_miou
         tags: dict[str, Any] = {"confirm_state": "FINISHED", "final_val_miou": final, "best_val_miou": best,
                                 "best_epoch": result.best_epoch, "epochs_trained": len(result.history)}

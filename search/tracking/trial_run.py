@@ -2,6 +2,8 @@
 
 The run is a child of the study's parent run, named `trial-007` while it runs and renamed
 `trial-007-complete|pruned|failed` when it ends, with the status that matches the trial's state.
+It has the study's dataset among its inputs and, while it runs, MLflow's system metrics monitor; a
+completed trial's model is a LoggedModel whose metrics are its best epoch's.
 Once the store stops answering (after MLflow's bounded retries), logging stops for the rest of
 the process (`StudyTracking.error` is set), training goes on, and the runner stops the study.
 """
@@ -10,14 +12,25 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
+from mlflow.entities import DatasetInput
 
 from search.tracking.artifacts import log_trial_artifacts
-from search.tracking.client import RUN_ID_ATTR, Tracker, TrackingUnavailable, epoch_metrics, trial_run_name
+from search.tracking.client import (
+    RUN_ID_ATTR,
+    RUN_URL_ATTR,
+    Tracker,
+    TrackingUnavailable,
+    epoch_metrics,
+    trial_run_name,
+    ui_url,
+)
+from search.tracking.pyfunc import input_example, log_pyfunc_model
+from search.tracking.system_metrics import start_monitor, stop_monitor
 from seg.config import Config
 from seg.data import SegmentationData
 from seg.train import EpochResult, FitResult, save_result
@@ -31,6 +44,9 @@ class StudyTracking:
     experiment_id: str
     parent_run_id: str
     run_tags: dict[str, str]
+    datasets: list[DatasetInput] = field(default_factory=list)  # the study's dataset, per split
+    validation: tuple[str, str] | None = None  # the validation split's (name, digest), for the model's metrics
+    system_metrics_s: float = 0.0  # seconds between system metrics samples; 0: off
     error: str | None = None  # set when the tracking store stopped answering
 
 
@@ -40,6 +56,9 @@ class TrialRun:
     def __init__(self, shared: StudyTracking, trial: optuna.Trial) -> None:
         self.shared, self.trial = shared, trial
         self.run_id: str | None = None
+        self.monitor: Any = None  # the run's SystemMetricsMonitor while it runs
+        self.monitor_cpu_s = 0.0  # CPU seconds its sampling thread used, once stopped
+        self.epochs: dict[int, tuple[int, dict[str, float]]] = {}  # epoch -> (timestamp, metrics) as logged
 
     def start(self) -> None:
         """Open the run and link it to the trial; raises TrackingUnavailable when the store is gone."""
@@ -51,8 +70,14 @@ class TrialRun:
                     {**shared.run_tags, "trial_number": trial.number, "trial_state": "RUNNING"},
                     parent_id=shared.parent_run_id)
                 trial.set_user_attr(RUN_ID_ATTR, self.run_id)
+                url = ui_url(shared.tracker.tracking_uri, shared.experiment_id, self.run_id)
+                if url:
+                    trial.set_user_attr(RUN_URL_ATTR, url)
                 if "worker" in shared.run_tags:
                     trial.set_user_attr("worker", int(shared.run_tags["worker"]))
+                if shared.datasets:
+                    shared.tracker.log_inputs(self.run_id, shared.datasets)
+                self.monitor = start_monitor(shared.tracker.tracking_uri, self.run_id, shared.system_metrics_s)
                 return
             except TrackingUnavailable as err:
                 shared.error = str(err)
@@ -70,16 +95,28 @@ class TrialRun:
 
     def log_epoch(self, record: EpochResult, class_names: tuple[str, ...]) -> None:
         """One batched call per epoch; MLflow's step is the 0-based epoch."""
-        self._call(self.shared.tracker.log_metrics, self.run_id, epoch_metrics(record, class_names), step=record.epoch)
+        metrics = epoch_metrics(record, class_names)
+        stamp = self._call(self.shared.tracker.log_metrics, self.run_id, metrics, step=record.epoch)
+        if stamp is not None:
+            self.epochs[record.epoch] = (stamp, metrics)
 
     def log_artifacts(self, cfg: Config, result: FitResult, data: SegmentationData,
-                      class_names: tuple[str, ...]) -> None:
-        """Checkpoint, figures and the pyfunc model of a completed trial."""
+                      class_names: tuple[str, ...]) -> str | None:
+        """Checkpoint, figures and the pyfunc model of a completed trial; returns the model's id."""
         if self.shared.error is not None:
-            return
+            return None
+        shared, best = self.shared, result.best_epoch
         with tempfile.TemporaryDirectory(prefix="trial-") as tmp:
             ckpt = save_result(Path(tmp) / "best.pt", cfg, result, class_names)
-            self._call(log_trial_artifacts, self.shared.tracker, self.run_id, ckpt, data, result)
+            self._call(log_trial_artifacts, shared.tracker, self.run_id, ckpt, data, result)
+            tags = {**self._ids(shared.run_tags.get("study_name", "")), "best_epoch": best}
+            model_id = self._call(log_pyfunc_model, shared.tracker, shared.experiment_id, self.run_id, ckpt,
+                                  input_example(data), cfg.flatten(), tags, step=best)
+        if model_id and best in self.epochs:  # the best epoch's points, as already logged, become the model's
+            stamp, metrics = self.epochs[best]
+            self._call(shared.tracker.log_metrics, self.run_id, metrics, step=best, timestamp=stamp,
+                       model_id=model_id, dataset=shared.validation)
+        return model_id
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self._call(self.shared.tracker.set_tags, self.run_id, tags)
@@ -92,6 +129,8 @@ class TrialRun:
         detail = trial.user_attrs.get("fail_detail") if state == "FAIL" else None
         if detail:
             self.set_tags({"fail_detail": detail})
+        self.monitor_cpu_s += stop_monitor(self.monitor, store_alive=self.shared.error is None)
+        self.monitor = None
         self._call(self.shared.tracker.end_run, self.run_id, state, reason=reason,
                    name=trial_run_name(trial.number, state), status=status)
 

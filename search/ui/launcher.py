@@ -32,7 +32,7 @@ from search.settings import configure_process
 from search.study.confirm_record import confirmed_text, read_record
 from search.study.lookup import StudyNotFoundError, load_named_study, storage_must_exist, study_id
 from search.study.storage import DEFAULT_STORAGE
-from search.tracking.client import DEFAULT_TRACKING_URI, RUN_ID_ATTR, artifact_root_for
+from search.tracking.client import DEFAULT_TRACKING_URI, RUN_ID_ATTR, artifact_root_for, ui_url
 from search.ui.servers import Server, ServerFailed, start, stop_all, supervise, wait_ready
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -182,14 +182,15 @@ def study_links(name: str, args: UiSettings, mlflow_url: str, dashboard_url: str
         known = sorted(e.name for e in client.search_experiments())
         raise UsageError(f"no MLflow experiment named {name!r} in {args.tracking_uri}; experiments: {known}")
     links = [f"optuna-dashboard study  {dashboard_url}/dashboard/studies/{study_id(name, args.storage)}",
-             f"MLflow experiment       {mlflow_url}/#/experiments/{exp.experiment_id}"]
-    runs = f"{mlflow_url}/#/experiments/{exp.experiment_id}/runs"
+             f"MLflow experiment       {ui_url(mlflow_url, exp.experiment_id)}"]
     best = _best_run_id(study)
     if best:
-        links.append(f"MLflow best trial run   {runs}/{best}  (search val mIoU {study.best_value:.4f})")
+        links.append(f"MLflow best trial run   {ui_url(mlflow_url, exp.experiment_id, best)}  "
+                     f"(search val mIoU {study.best_value:.4f})")
     champion = (read_record(study) or {}).get("champion")
     if champion:  # the search value stays next to the confirmed one
-        links.append(f"MLflow confirmed run    {runs}/{champion['run_id']}  ({confirmed_text(read_record(study))})")
+        links.append(f"MLflow confirmed run    {ui_url(mlflow_url, exp.experiment_id, champion['run_id'])}  "
+                     f"({confirmed_text(read_record(study))})")
     if client.search_registered_models(f"name = '{name}'"):
         links.append(f"registered model        {mlflow_url}/#/models/{quote(name)}")
     return links
