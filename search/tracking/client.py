@@ -11,6 +11,7 @@ on exit, on an exception or on Ctrl-C: no run is left RUNNING.
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -105,10 +106,21 @@ def epoch_metrics(record: EpochResult, class_names: tuple[str, ...]) -> dict[str
         "images_per_s": record.images_per_s,
         "data_wait_fraction": record.data_seconds / max(record.train_seconds, 1e-9),
     }
-    for name, iou in zip(class_names, record.iou):
+    for name, iou in zip(metric_class_names(class_names), record.iou):
         if iou is not None:
             metrics[f"iou/{name}"] = iou
     return metrics
+
+
+def metric_class_names(class_names: tuple[str, ...]) -> list[str]:
+    """Class names as MLflow metric-name parts: characters MLflow refuses (or that would nest the
+    name, like '/') become '_', and a name that then repeats another gets its index appended."""
+    names: list[str] = []
+    for index, name in enumerate(class_names):
+        safe = re.sub(r"[^\w.\- ]", "_", name).strip() or str(index)
+        safe = "_" if safe in (".", "..") else safe
+        names.append(f"{safe}_{index}" if safe in names else safe)
+    return names
 
 
 class Tracker:
