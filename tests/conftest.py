@@ -17,3 +17,11 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def plan_datasets(tmp_path_factory):
+    """The planner's five generated datasets (tests/plankit.py), written once per test session."""
+    from tests.plankit import write_plan_datasets
+
+    return write_plan_datasets(tmp_path_factory.mktemp("plan-datasets"))
