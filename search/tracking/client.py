@@ -193,6 +193,10 @@ class Tracker:
         self.client.log_dict(run_id, data, artifact_file)
 
     @_unavailable_as_error
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    @_unavailable_as_error
     def end_run(self, run_id: str, state: str, reason: str | None = None, name: str | None = None,
                 status: str | None = None) -> None:
         """End a run with the status that matches the trial state (unless given); the reason becomes a tag."""
