@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+from html import escape
 from pathlib import Path
 
 import optuna
@@ -15,6 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from search.plan.command import main as plan_main
 from search.plan.stored import FINGERPRINT_ATTR, PLAN_ATTR
+from search.predict import main as predict_main
+from search.report.study_report import main as report_main
 from search.run import main as run_main
 from search.study.definition import parse_study
 from search.tracking.client import metric_class_names
@@ -67,6 +70,19 @@ def test_run_without_a_study_plans_logs_the_plan_and_trains(plan_datasets, tmp_p
     if name == "voc":
         assert "iou/background" in ious and "iou/tv_monitor" in {f"iou/{n}" for n in names}
         assert json.loads(run.data.params["data.class_names"].replace("'", '"')) == list(VOC_CLASSES)
+        _names_in_report_and_legend(stores, plan_datasets[name], tmp_path)
+
+
+def _names_in_report_and_legend(stores: Stores, root: Path, tmp_path: Path) -> None:
+    """The report's per-class table and the predictions' legend name the classes of classes.txt."""
+    read = ["--study", "plan-voc", "--storage", stores.storage, "--tracking-uri", stores.tracking_uri]
+    assert report_main([*read, "--out", str(tmp_path / "voc.html"), "--no-log"]) == 0
+    html = (tmp_path / "voc.html").read_text()
+    assert all(f"<td>{escape(n)}</td>" in html for n in VOC_CLASSES), "every class named in the report"
+    out = tmp_path / "predictions"
+    assert predict_main([*read, "--device", "cpu", "--out", str(out), str(root / "val" / "images")]) == 0
+    legend = json.loads((out / "classes-legend.json").read_text())
+    assert [c["name"] for c in legend["classes"]] == list(VOC_CLASSES)
 
 
 def test_a_rerun_resumes_with_the_stored_plan(plan_datasets, tmp_path, capsys):
