@@ -1,13 +1,13 @@
 """Capacity rule: the widths and batch sizes of the space, bounded so the largest configuration fits.
 
 Widths go up a ladder of base widths, each level doubling up to a cap, `min(max, base * 2**i)`. The
-largest configuration of a rung is the deepest model with the widest base, its full doubling and
-the largest batch, trained with Adam (the most optimizer state) and transposed convolutions (the
-most weights):
+largest configuration of a rung is the deepest model with that base and its full doubling, trained
+with Adam (the most optimizer state) and transposed convolutions (the most weights):
 
-- on CUDA it must fit the device memory: `seg.memory`'s estimate within MEMORY_SHARE of the free
-  (or given) memory, since the batched data path may hold a quarter of it;
-- on the CPU it must fit the time: one epoch of it measured (one probe step) at no more than
+- on CUDA it must fit the device memory at the smallest batch: `seg.memory`'s estimate within
+  MEMORY_SHARE of the free (or given) memory, since the batched data path may hold a quarter of
+  it; then the batch sizes grow while the widest rung still fits;
+- on the CPU it must fit the time: one epoch of it, measured with a probe step, at no more than
   1/CPU_EPOCHS_OF_LARGEST of the budget;
 - if even the narrowest rung does not fit, the crop steps down the crop ladder.
 
