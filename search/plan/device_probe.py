@@ -1,8 +1,9 @@
 """The device a plan is for, and what a configuration costs on it.
 
 - On a device that is here (the CPU, or a CUDA device that is present): seconds per training image,
-  measured with real training steps at the configuration's batch size (a warm-up step, then the
-  faster of two, since other work on the machine slows single steps).
+  measured with real training steps at the configuration's batch size: a warm-up step, then the
+  fastest of two to five (more while steps are short), since other work on a shared machine can
+  slow any single step several times over.
 - For a CUDA device that is not here (`--device cuda --memory-gb G` on a CPU machine): the seconds
   are estimated from the model's FLOPs at an assumed throughput, and said to be.
 - Memory: `seg.memory`'s estimate of one training step (under AMP on CUDA), no probe needed.
@@ -28,6 +29,7 @@ from seg.train import train_step
 # data-centre GPU reaches several times this; a plan from it is a starting point, not a measurement).
 ASSUMED_CUDA_FLOPS = 50e12
 STEP_FORWARDS = 3  # a training step costs about three forward passes (forward, then two for backward)
+MIN_STEPS, MAX_STEPS, MIN_TIMED_S = 2, 5, 0.5  # timed probe steps: at least 2, up to 5 until 0.5 s are timed
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,10 @@ def _measure(cfg: Config, hw: tuple[int, int], device: torch.device) -> float:
     x = torch.randn(batch, cfg.model.in_channels, *hw, device=device)  # (B, C, H, W)
     y = torch.randint(0, cfg.model.num_classes, (batch, *hw), device=device)  # (B, H, W)
     x = x.contiguous(memory_format=prec.memory_format)
-    times = []
+    times: list[float] = []
     try:
-        for _ in range(3):  # the first step allocates and picks kernels: not counted
+        train_step(model, x, y, opt, scaler, prec)  # the first step allocates and picks kernels: not timed
+        while len(times) < MAX_STEPS and (len(times) < MIN_STEPS or sum(times) < MIN_TIMED_S):
             _sync(device)
             start = time.perf_counter()
             train_step(model, x, y, opt, scaler, prec)
@@ -111,7 +114,7 @@ def _measure(cfg: Config, hw: tuple[int, int], device: torch.device) -> float:
     finally:
         model = opt = x = y = None  # drop the references before freeing
         release_device_memory(device)
-    return min(times[1:]) / batch
+    return min(times) / batch
 
 
 def _sync(device: torch.device) -> None:
