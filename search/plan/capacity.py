@@ -91,7 +91,9 @@ def plan_capacity(geo: Geometry, spec: DeviceSpec, cost: StepCost, sizing: Sizin
     for attempt in [geo, *(geo.with_crop(c, _why_smaller(geo, c, spec)) for c in geo.smaller_crops())]:
         top, costs = None, []
         for base in BASE_LADDER:  # ascending: stop at the first rung over the bound
-            costs.append((base, largest_cost(attempt, spec, cost, sizing, base, batches[0])))
+            # A wider rung cannot cost less than a narrower one: a measured dip is another process's noise.
+            floor = costs[-1][1] if costs else 0.0
+            costs.append((base, max(floor, largest_cost(attempt, spec, cost, sizing, base, batches[0]))))
             if costs[-1][1] > bound:
                 break
             top = base

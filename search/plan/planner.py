@@ -98,6 +98,7 @@ def _typical_epoch(cap: Capacity, cost: StepCost, sizing: Sizing, device: str) -
     geo = cap.geometry
     small, large = (epoch_seconds(cost, c, geo.input_hw, sizing.samples, sizing.val_images, geo.val_pixels)
                     for c in ends)
+    small = min(small, large)  # the smallest config cannot take longer: an inversion is a busy machine's noise
     mean = (small + large) / 2
     return mean, f"{mean:.1f} s an epoch (smallest config {small:.1f}, largest {large:.1f}), {cost.how}"
 
