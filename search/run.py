@@ -1,6 +1,7 @@
 """Search for the best UNet: an Optuna study whose trials train with `seg.fit`, tracked in MLflow.
 
     python -m search.run --trials 50                      # the default study, embedded dataset
+    python -m search.run --data /path/data                # a study planned for your dataset and device
     python -m search.run --study seed --data /path/data   # the report's study on a folder dataset
 
     python -m search.run --workers 4 --storage studies/optuna.journal --trials 50   # 4 processes, 50 trials in all
@@ -65,13 +66,15 @@ def parse_args(argv: list[str] | None = None) -> RunSettings:
                    "first; alone, no trial limit). Default: the study file's budget")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (GPUs shared round-robin); "
                    "more than one needs a journal file or PostgreSQL storage")
-    p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds; with --data and "
+                   "no --study also the time budget the study is planned for (default: 1 hour)")
     p.add_argument("--trial-timeout", type=float, help="fail a trial that runs longer than this many seconds "
                    "(default: the study's budget.trial_timeout_s; none)")
     p.add_argument("--memory-limit-gb", type=float, help="reject configs whose estimated training memory exceeds "
                    "this (default on CUDA: the device's free memory; on CPU: no check)")
-    p.add_argument("--study", default="default", help="the study definition: a TOML file, or the name of one in "
-                   "studies/ (the other tools take the name in the storage, which --study-name sets)")
+    p.add_argument("--study", help="the study definition: a TOML file, or the name of one in studies/ (the other "
+                   "tools take the name in the storage, which --study-name sets); default: 'default', or with --data "
+                   "a study planned for that dataset and device (python -m search.plan), resumed with its stored plan")
     p.add_argument("--study-name", help="the study's name in the storage, which the other tools' --study takes "
                    "(default: the definition's study.name)")
     p.add_argument("--storage", default=DEFAULT_STORAGE,
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        study, ctx = prepare(settings)
+        study, ctx = prepare(settings, console)
         budget = run_budget(study, settings, ctx.sdef)
     except (StudyMismatchError, FileNotFoundError, ValueError, TrackingUnavailable) as err:
         Console(stderr=True).print("[red]error:[/red]", escape(str(err)))

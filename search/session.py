@@ -1,8 +1,8 @@
 """Everything before the first trial of a run, in order, and the tracking wrap-up after the last.
 
-definition -> dataset (validated and decoded once) -> fingerprint -> MLflow schema -> Optuna
-storage and study -> MLflow parent run (with the dataset among its inputs) -> the `TrialContext`
-every trial shares.
+definition (a study file, or with `--data` and no `--study` a plan: `search.plan.stored`) ->
+dataset (validated and decoded once) -> fingerprint -> MLflow schema -> Optuna storage and study
+-> MLflow parent run (with the dataset among its inputs) -> the `TrialContext` every trial shares.
 
 The parent (or only) process creates both schemas, the study and its parent run, and ends the
 MLflow runs that dead workers left RUNNING; a worker (`--worker-index`) joins what exists.
@@ -15,8 +15,10 @@ from dataclasses import replace
 from typing import Any
 
 import optuna
+from rich.console import Console
 
 from search.objective import TrialContext
+from search.plan.stored import StoredPlan, planned_definition, store_plan
 from search.settings import RunSettings
 from search.study.definition import StudyDef, load_study
 from search.study.identity import check_identity
@@ -55,6 +57,17 @@ def apply_overrides(sdef: StudyDef, settings: RunSettings) -> StudyDef:
                    max_epochs=settings.epochs or sdef.max_epochs)
 
 
+def definition(settings: RunSettings, console: Console) -> tuple[StudyDef, StoredPlan | None]:
+    """The study file `--study` names (default: studies/default.toml), or with `--data` and no `--study`
+    the study planned for that dataset (the stored plan when the study exists)."""
+    if settings.study is None and settings.data:
+        plan = planned_definition(settings.data, settings.storage, study_name=settings.study_name,
+                                  device=settings.device, memory_gb=settings.memory_limit_gb,
+                                  timeout=settings.timeout, worker=settings.is_worker, console=console)
+        return apply_overrides(plan.sdef, settings), plan
+    return apply_overrides(load_study(settings.study or "default"), settings), None
+
+
 def open_study(sdef: StudyDef, settings: RunSettings) -> optuna.Study:
     """Create or resume the study; refuse one stored from another definition."""
     stale = StaleTrialHandler(settings.tracking_uri, settings.grace_period) if settings.heartbeat_interval else None
@@ -72,7 +85,7 @@ def open_study(sdef: StudyDef, settings: RunSettings) -> optuna.Study:
 
 
 def start_parent_run(tracker: Tracker, study: optuna.Study, sdef: StudyDef, fingerprint: dict[str, Any],
-                     tags: dict[str, str]) -> tuple[str, str]:
+                     tags: dict[str, str], plan: StoredPlan | None = None) -> tuple[str, str]:
     """One parent run per study: created on the first run, reopened when the study resumes."""
     experiment_id = tracker.experiment_id(sdef.name)
     existing = study.user_attrs.get(PARENT_RUN_ATTR)
@@ -86,12 +99,15 @@ def start_parent_run(tracker: Tracker, study: optuna.Study, sdef: StudyDef, fing
         "dataset_train": fingerprint["counts"]["train"], "dataset_val": fingerprint["counts"]["val"]})
     tracker.log_dict(run_id, fingerprint, "dataset_fingerprint.json")
     tracker.log_dict(run_id, sdef.identity(), "study_definition.json")
+    if plan is not None:
+        tracker.log_text(run_id, plan.text, "plan/study.toml")
+        tracker.log_dict(run_id, plan.fingerprint, "plan/fingerprint.json")
     return experiment_id, run_id
 
 
-def prepare(settings: RunSettings) -> tuple[optuna.Study, TrialContext]:
+def prepare(settings: RunSettings, console: Console | None = None) -> tuple[optuna.Study, TrialContext]:
     """The study and the context its trials share, with both stores ready."""
-    sdef = apply_overrides(load_study(settings.study), settings)
+    sdef, plan = definition(settings, console or Console())
     if not settings.is_worker:
         check_shared_storage(settings.storage, settings.workers)
     if sdef.data_required and not (settings.data or sdef.data.get("root")):
@@ -106,6 +122,8 @@ def prepare(settings: RunSettings) -> tuple[optuna.Study, TrialContext]:
     if not settings.is_worker:
         ensure_tracking_schema(settings.tracking_uri)
     study = open_study(sdef, settings)
+    if plan is not None and not settings.is_worker:
+        store_plan(study, plan)
     tracker = Tracker(settings.tracking_uri)
     tags = {"sampler": sdef.sampler["name"], "pruner": sdef.pruner["name"], "storage": settings.storage,
             "study_name": sdef.name, "dataset_hash": fingerprint["content_hash"],
@@ -114,7 +132,7 @@ def prepare(settings: RunSettings) -> tuple[optuna.Study, TrialContext]:
         tags["worker"] = str(settings.worker_index)
         experiment_id, parent = tracker.experiment_id(sdef.name), study.user_attrs[PARENT_RUN_ATTR]
     else:
-        experiment_id, parent = start_parent_run(tracker, study, sdef, fingerprint, tags)
+        experiment_id, parent = start_parent_run(tracker, study, sdef, fingerprint, tags, plan)
         tracker.log_inputs(parent, dataset_inputs(datasets))
         url = ui_url(settings.tracking_uri, experiment_id)
         if url and study.user_attrs.get(EXPERIMENT_URL_ATTR) != url:

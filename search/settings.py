@@ -44,7 +44,9 @@ def configure_process() -> None:
 class RunSettings:
     """One `search.run`: which study, where it is stored, how many trials, and the per-trial overrides."""
 
-    study: str = "default"  # the definition: a study TOML file, or the name of one in studies/
+    # The definition: a study TOML file, or the name of one in studies/; None: studies/default.toml, or
+    # with `data` a study planned for that dataset.
+    study: str | None = None
     study_name: str | None = None  # the study's name in the storage (default: the definition's name)
     storage: str = DEFAULT_STORAGE
     tracking_uri: str = DEFAULT_TRACKING_URI

@@ -19,6 +19,7 @@ NORM_TYPES = ("batch", "group", "none")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULERS = ("none", "plateau", "cosine", "onecycle")
 CROP_MODES = ("none", "random", "five")
+LOSSES = ("ce", "ce_weighted", "dice_ce")  # see seg.losses
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -81,15 +82,29 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the data comes from. `root=None` means the embedded procedural dataset."""
+    """Where the data comes from. `root=None` means the embedded procedural dataset.
+
+    `class_names`: one name per class (None: ROOT/classes.txt when there is one, else the indices)."""
 
     root: str | None = None
     num_classes: int = 10
+    class_names: tuple[str, ...] | None = None
     val_fraction: float | None = None
     split_seed: int = 0
     synth_seed: int = 0
     synth_train: int = 400
     synth_val: int = 100
+
+    def __post_init__(self) -> None:
+        if self.class_names is None:
+            return
+        names = tuple(str(n) for n in self.class_names)
+        object.__setattr__(self, "class_names", names)
+        if len(names) != self.num_classes:
+            raise ValueError(f"data.class_names has {len(names)} names but data.num_classes={self.num_classes}; "
+                             "expected one name per class")
+        if any(not n.strip() for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"data.class_names {list(names)}: expected distinct, non-empty names")
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,7 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 16
+    loss: str = "ce"
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -152,6 +168,7 @@ class TrainConfig:
     eval_batch_size: int = 8
 
     def __post_init__(self) -> None:
+        _check_choice("train.loss", self.loss, LOSSES)
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("train.scheduler", self.scheduler, SCHEDULERS)
         _check_range("train.epochs", self.epochs, 1, 100_000)

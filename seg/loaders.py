@@ -1,6 +1,8 @@
-"""Datasets and DataLoaders over decoded, in-memory splits."""
+"""Datasets and DataLoaders over decoded, in-memory splits, and the names of a dataset's classes."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -44,13 +46,43 @@ class SegDataset(Dataset):
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
 
+CLASSES_FILE = "classes.txt"  # in a dataset root: one class name per line, line i names label value i
+
+
+def read_classes_file(root: str | Path) -> tuple[str, ...] | None:
+    """The names in ROOT/classes.txt (trailing blank lines dropped), or None when there is no such file.
+    A blank line among the names or a name used twice is an error naming the file and the line."""
+    path = Path(root) / CLASSES_FILE
+    if not path.is_file():
+        return None
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    for number, name in enumerate(lines, start=1):
+        if not name:
+            raise ValueError(f"{path}: line {number} is blank; expected one class name per line "
+                             f"(line i names label value i - 1)")
+        if lines.index(name) != number - 1:
+            raise ValueError(f"{path}: line {number} repeats the name {name!r} of line {lines.index(name) + 1}; "
+                             "expected distinct class names")
+    return tuple(lines)
+
+
 def class_names(cfg: DataConfig) -> tuple[str, ...]:
-    """Names for the embedded dataset's classes, else the class indices as strings."""
+    """`data.class_names`, else ROOT/classes.txt, else the embedded dataset's names, else the indices."""
+    if cfg.class_names is not None:
+        return cfg.class_names
     if cfg.root is None:
         from seg.synth import CLASSES
 
         return tuple(CLASSES)
-    return tuple(str(i) for i in range(cfg.num_classes))
+    names = read_classes_file(cfg.root)
+    if names is None:
+        return tuple(str(i) for i in range(cfg.num_classes))
+    if len(names) != cfg.num_classes:
+        raise ValueError(f"{Path(cfg.root) / CLASSES_FILE} names {len(names)} classes but num_classes is "
+                         f"{cfg.num_classes}; expected one line per class")
+    return names
 
 
 def train_dataset(data: SegmentationData, cfg: TransformConfig) -> SegDataset:

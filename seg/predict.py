@@ -2,7 +2,8 @@
 
     python -m seg.predict --checkpoint outputs/seg-train/best.pt photos/ extra.jpg --out preds/ [--tta]
 
-Writes `<stem>.png` (palette PNG of class indices) and `<stem>_overlay.png` per input image.
+Writes `<stem>.png` (palette PNG of class indices) and `<stem>_overlay.png` per input image, and
+`classes-legend.png` / `classes-legend.json`: each class's colour and name.
 Images of any size work: they are resized by the config's resize policy (if any), padded to a
 multiple of 2**(depth-1), and tiled with a sliding window when a side exceeds `--max-side`.
 """
@@ -10,13 +11,14 @@ multiple of 2**(depth-1), and tiled with a sliding window when a side exceeds `-
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from seg.checkpoint import Checkpoint, load_checkpoint
 from seg.data import IGNORE_INDEX, IMAGE_SUFFIXES, decode_image
@@ -104,6 +106,28 @@ def label_image(label: torch.Tensor, num_classes: int) -> Image.Image:
     return img
 
 
+LEGEND = "classes-legend"  # LEGEND.png and LEGEND.json beside the predictions
+
+
+def write_legend(out: Path, names: Sequence[str]) -> Path:
+    """LEGEND.png (a colour swatch beside each class's index and name) and LEGEND.json; returns the PNG."""
+    colours = np.asarray(palette(len(names))).reshape(256, 3)
+    entries = [{"index": i, "name": name, "rgb": [int(c) for c in colours[i]]} for i, name in enumerate(names)]
+    ignore = {"index": IGNORE_INDEX, "name": "ignore", "rgb": [int(c) for c in colours[IGNORE_INDEX]]}
+    (out / f"{LEGEND}.json").write_text(json.dumps({"classes": entries, "ignore": ignore}, indent=2))
+    row = 18
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = 40 + int(max(measure.textlength(f"{e['index']}  {e['name']}") for e in entries))
+    legend = Image.new("RGB", (width, row * len(entries) + 6), "white")
+    draw = ImageDraw.Draw(legend)
+    for i, entry in enumerate(entries):
+        top = 3 + i * row
+        draw.rectangle([4, top, 18, top + 14], fill=tuple(entry["rgb"]), outline=(0, 0, 0))
+        draw.text((26, top + 2), f"{entry['index']}  {entry['name']}", fill=(0, 0, 0))
+    legend.save(out / f"{LEGEND}.png")
+    return out / f"{LEGEND}.png"
+
+
 def overlay_image(image: torch.Tensor, label: torch.Tensor, num_classes: int, alpha: float = 0.5) -> Image.Image:
     """Blend the coloured mask over the RGB image (uint8 (3, H, W))."""
     rgb = Image.fromarray(image.permute(1, 2, 0).numpy())
@@ -128,14 +152,15 @@ def iter_inputs(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def predict_files(predictor: Predictor, files: list[Path], out: Path) -> list[Path]:
-    """Writes `<stem>.png` and `<stem>_overlay.png` for each file; returns the label paths."""
+    """Writes `<stem>.png` and `<stem>_overlay.png` for each file, and the legend; returns the label paths."""
     stems = [p.stem for p in files]
-    clashes = sorted({s for s in stems if stems.count(s) > 1})
+    clashes = sorted({s for s in stems if stems.count(s) > 1 or s == LEGEND})
     if clashes:
-        raise ValueError(f"inputs share the stem(s) {clashes} (e.g. a.jpg and a.png); their outputs would overwrite "
-                         "each other; rename or predict them separately")
+        raise ValueError(f"inputs share the stem(s) {clashes} (e.g. a.jpg and a.png, or {LEGEND!r}, the legend's "
+                         "name); their outputs would overwrite each other; rename or predict them separately")
     out.mkdir(parents=True, exist_ok=True)
     k = predictor.ckpt.config.model.num_classes
+    write_legend(out, predictor.ckpt.class_names)
     written = []
     for path in files:
         image = decode_image(path)

@@ -26,6 +26,7 @@ from seg.config import Config, load_config
 from seg.data import IGNORE_INDEX, SegmentationData
 from seg.gpu_data import device_data_decision, device_loaders
 from seg.loaders import build_loaders, class_names, resolve_dataset
+from seg.losses import LossFn, build_loss, masked_cross_entropy
 from seg.metrics import ConfusionMatrix, SegScores
 from seg.optim import Schedule, build_optimizer
 from seg.runtime import (
@@ -107,6 +108,7 @@ def _fit_loop(cfg: Config, data: SegmentationData, model: nn.Module, step_model:
     result.mean, result.std = tuple(mean), tuple(std)
     norm = Normalize(mean, std).to(prec.device)
     train_loader, val_loader = loaders
+    loss_fn = build_loss(cfg.train.loss, cfg.model.num_classes, data.train.masks, prec.device)
     optimizer = build_optimizer(model.parameters(), cfg.train)
     schedule = Schedule(optimizer, cfg.train, len(train_loader))
     scaler = torch.amp.GradScaler(prec.device.type, enabled=prec.use_scaler)
@@ -114,10 +116,11 @@ def _fit_loop(cfg: Config, data: SegmentationData, model: nn.Module, step_model:
     for epoch in range(cfg.train.epochs):
         start = time.perf_counter()
         train_loss, data_s, n_images = train_one_epoch(step_model, norm, train_loader, optimizer, schedule, scaler,
-                                                       prec, cfg.train.grad_clip)
+                                                       prec, cfg.train.grad_clip, loss_fn)
         train_s = time.perf_counter() - start
         # Eager model for validation: whole images of varying sizes would make a compiled model
-        # recompile per shape; it shares the compiled one's weights.
+        # recompile per shape; it shares the compiled one's weights. The val loss is plain CE whatever
+        # train.loss is, so it compares across trials.
         val_loss, scores = evaluate(model, norm, val_loader, prec, cfg.model.num_classes)
         schedule.after_epoch(scores.miou)
         record = EpochResult(epoch, train_loss, val_loss, scores.miou, scores.pixel_accuracy, scores.iou,
@@ -141,7 +144,7 @@ def _fit_loop(cfg: Config, data: SegmentationData, model: nn.Module, step_model:
 
 def train_one_epoch(model: nn.Module, norm: Normalize, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
                     optimizer: torch.optim.Optimizer, schedule: Schedule, scaler: torch.amp.GradScaler, prec: Precision,
-                    grad_clip: float) -> tuple[float, float, int]:
+                    grad_clip: float, loss_fn: LossFn = masked_cross_entropy) -> tuple[float, float, int]:
     """One pass over the loader; returns (mean loss, seconds waiting for data, images seen)."""
     model.train()
     loss_sum = torch.zeros((), device=prec.device)
@@ -151,7 +154,7 @@ def train_one_epoch(model: nn.Module, norm: Normalize, loader: Iterable[tuple[to
     for images, masks in loader:
         data_s += time.perf_counter() - waited
         x, y = to_device(images, masks, norm, prec)
-        loss = train_step(model, x, y, optimizer, scaler, prec, grad_clip)
+        loss = train_step(model, x, y, optimizer, scaler, prec, grad_clip, loss_fn)
         schedule.after_step()
         loss_sum += loss
         bad |= ~torch.isfinite(loss)
@@ -172,10 +175,11 @@ def to_device(images: torch.Tensor, masks: torch.Tensor, norm: Normalize,
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, prec: Precision, grad_clip: float = 0.0) -> torch.Tensor:
+               scaler: torch.amp.GradScaler, prec: Precision, grad_clip: float = 0.0,
+               loss_fn: LossFn = masked_cross_entropy) -> torch.Tensor:
     """One optimisation step; returns the detached loss (no host sync)."""
     with prec.autocast():
-        loss = masked_cross_entropy(model(x), y)
+        loss = loss_fn(model(x), y)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if grad_clip > 0:
@@ -189,12 +193,6 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
 def _raise_if_nonfinite(bad: torch.Tensor, step: int) -> None:
     if bool(bad):
         raise NonFiniteLossError(f"training loss became non-finite (NaN or inf) by step {step}")
-
-
-def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean CE over non-ignored pixels; 0 (not NaN) for a batch that is all ignore."""
-    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (target != IGNORE_INDEX).sum().clamp(min=1)
 
 
 @torch.no_grad()

@@ -27,3 +27,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def plan_datasets(tmp_path_factory):
+    """The planner's five generated datasets (tests/plankit.py), written once per test session."""
+    from tests.plankit import write_plan_datasets
+
+    return write_plan_datasets(tmp_path_factory.mktemp("plan-datasets"))

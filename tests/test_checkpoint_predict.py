@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +176,7 @@ def test_predict_files_from_files(ckpt_path, image_folder, tmp_path):
     out = tmp_path / "out" / "nested"
     written = predict_files(pred, files, out)
     _check_outputs(pred, files, written, out)
-    assert len(list(out.iterdir())) == 4
+    assert len(list(out.iterdir())) == 6  # 2 label maps, 2 overlays, the legend's PNG and JSON
 
 
 def test_predict_files_from_folder(ckpt_path, image_folder, tmp_path):
@@ -193,7 +194,29 @@ def test_predict_cli(ckpt_path, image_folder, tmp_path, capsys):
                  "--tta", "--max-side", "32"]) == 0
     assert "wrote 3" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{s}.png" for s in EXPECTED_SIZES] + [f"{s}_overlay.png" for s in EXPECTED_SIZES])
+        [f"{s}.png" for s in EXPECTED_SIZES] + [f"{s}_overlay.png" for s in EXPECTED_SIZES]
+        + ["classes-legend.png", "classes-legend.json"])
+
+
+def test_legend_names_each_class_with_its_palette_colour(ckpt_path, image_folder, tmp_path):
+    pred = Predictor.from_path(ckpt_path, device="cpu")
+    out = tmp_path / "legend"
+    predict_files(pred, [image_folder / "photo.jpg"], out)
+    legend = json.loads((out / "classes-legend.json").read_text())
+    assert [c["name"] for c in legend["classes"]] == [f"c{i}" for i in range(K)]
+    with Image.open(out / "photo.png") as label:  # the label map's palette is the legend's colours
+        colours = np.asarray(label.getpalette()).reshape(-1, 3)
+    assert [c["rgb"] for c in legend["classes"]] == colours[:K].tolist()
+    with Image.open(out / "classes-legend.png") as png:
+        assert png.height >= 18 * K and len(png.getcolors(10_000)) > 2  # swatches and text, not blank
+
+
+def test_an_input_named_like_the_legend_is_refused(ckpt_path, tmp_path):
+    src = tmp_path / "in" / "classes-legend.png"
+    src.parent.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src)
+    with pytest.raises(ValueError, match="classes-legend"):
+        predict_files(Predictor.from_path(ckpt_path, device="cpu"), [src], tmp_path / "out")
 
 
 def test_iter_inputs_missing_path(image_folder):

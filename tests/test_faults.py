@@ -14,6 +14,7 @@ import torch
 
 import search.tracking.trial_run
 import seg.gpu_data
+import seg.losses
 import seg.train
 from search.tracking.client import trial_run_name
 from tests.faultkit import all_runs, assert_consistent, cli_env, running_trial_with_progress, start_run, wait_for
@@ -100,7 +101,7 @@ def test_memory_limit_keeps_configs_that_fit(tmp_path, in_process) -> None:
 
 def test_non_finite_loss_fails_at_once_and_is_never_best(tmp_path, monkeypatch, in_process) -> None:
     env = StudyEnv(tmp_path, "nan", trials=2, epochs=3)
-    _fail_once(monkeypatch, seg.train, "masked_cross_entropy", lambda logits, target: logits.sum() * float("nan"))
+    _fail_once(monkeypatch, seg.losses, "masked_cross_entropy", lambda logits, target: logits.sum() * float("nan"))
     assert env.run() == 0
     study = env.study()
     nan_trial, good = study.trials

@@ -24,7 +24,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from search.guards.signals import deferred_signals
-from seg.train import EpochResult
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 # The Optuna <-> MLflow links: a trial's user attr names its run, the study's names its parent run.
@@ -111,24 +110,6 @@ def git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def epoch_metrics(record: EpochResult, class_names: tuple[str, ...]) -> dict[str, float]:
-    """The per-epoch metric dict: losses, mIoU, per-class IoU, lr, seconds and images/s."""
-    metrics = {
-        "train_loss": record.train_loss,
-        "val_loss": record.val_loss,
-        "val_miou": record.val_miou,
-        "val_pixel_accuracy": record.val_pixel_accuracy,
-        "lr": record.lr,
-        "epoch_seconds": record.seconds,
-        "images_per_s": record.images_per_s,
-        "data_wait_fraction": record.data_seconds / max(record.train_seconds, 1e-9),
-    }
-    for name, iou in zip(class_names, record.iou):
-        if iou is not None:
-            metrics[f"iou/{name}"] = iou
-    return metrics
 
 
 class Tracker:
@@ -229,6 +210,10 @@ class Tracker:
     @_unavailable_as_error
     def log_dict(self, run_id: str, data: Any, artifact_file: str) -> None:
         self.client.log_dict(run_id, data, artifact_file)
+
+    @_unavailable_as_error
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
 
     @_unavailable_as_error
     def end_run(self, run_id: str, state: str, reason: str | None = None, name: str | None = None,

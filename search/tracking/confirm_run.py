@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from search.tracking.artifacts import log_trial_artifacts
-from search.tracking.client import Tracker, epoch_metrics
+from search.tracking.client import Tracker
+from search.tracking.epoch_metrics import epoch_metrics
 from search.tracking.pyfunc import input_example, log_pyfunc_model
 from seg.config import Config
 from seg.data import SegmentationData

@@ -25,10 +25,10 @@ from search.tracking.client import (
     RUN_URL_ATTR,
     Tracker,
     TrackingUnavailable,
-    epoch_metrics,
     trial_run_name,
     ui_url,
 )
+from search.tracking.epoch_metrics import epoch_metrics
 from search.tracking.pyfunc import input_example, log_pyfunc_model
 from search.tracking.system_metrics import start_monitor, stop_monitor
 from seg.config import Config

@@ -95,7 +95,7 @@ from seg.data.errors import (
     UnpairedFileError,
     UnreadableFileError,
 )
-from seg.data.layout import split_pairs
+from seg.data.layout import discover_splits, split_pairs
 
 __all__ = [
     "IGNORE_INDEX",
@@ -118,6 +118,7 @@ __all__ = [
     "compute_mean_std",
     "decode_image",
     "decode_label",
+    "discover_splits",
     "find_pairs",
     "load_dataset",
     "split_pairs",

@@ -108,3 +108,14 @@ def _discover(
         train, val = split_pairs(pairs, val_fraction, split_seed)
         return train, val, True
     raise _no_layout_error(root)
+
+
+def discover_splits(root: str | Path, val_fraction: float | None = None,
+                    split_seed: int = 0) -> tuple[Path, list[Pair], list[Pair]]:
+    """(resolved root, train pairs, val pairs) as :func:`~seg.data.load_dataset` would find them, without
+    decoding anything; the same errors for a missing or malformed layout."""
+    if val_fraction is not None:
+        _validate_fraction(val_fraction)
+    path = _resolve_root(root)
+    train, val, _ = _discover(path, val_fraction, split_seed)
+    return path, train, val

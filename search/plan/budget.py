@@ -1,0 +1,101 @@
+"""Budget rule: `max_epochs`, the trial count, the pruner and the sampler from `--hours` (or
+`--total-epochs`) and the measured seconds of an epoch.
+
+- Pruner: Hyperband when trials are long (max_epochs >= HYPERBAND_FROM), the percentile pruner
+  otherwise; neither ever cuts a trial after its first epoch (Hyperband's first rung is at epoch
+  MIN_RESOURCE, the percentile pruner warms up for WARMUP_STEPS reported epochs): a trial's value
+  after epoch 1 ranks its final value poorly (rank correlation 0.55 on the default study,
+  docs/performance.md).
+- Epochs a trial is expected to train under each pruner come from the measured pruning runs
+  (docs/performance.md: percentile 4.33x fewer epochs, Hyperband 2.08x).
+- max_epochs: the longest of EPOCH_LADDER that still leaves MIN_TRIALS trials; trials: what the
+  budget then holds, at most MAX_TRIALS.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from search.plan.decisions import Decision
+
+EPOCH_LADDER = (4, 6, 8, 12, 16, 24, 32, 50, 100)
+HYPERBAND_FROM = 20
+MIN_TRIALS, MAX_TRIALS = 25, 100
+MIN_RESOURCE = 2
+WARMUP_STEPS = 2  # Optuna's steps are epochs done (1-based) and it prunes only from step >= n_warmup_steps
+PERCENTILE = {"name": "percentile", "percentile": 45.0, "n_startup_trials": 2, "n_warmup_steps": WARMUP_STEPS}
+HYPERBAND = {"name": "hyperband", "min_resource": MIN_RESOURCE, "reduction_factor": 3}
+FEWER_EPOCHS = {"percentile": 4.33, "hyperband": 2.08}
+TRIAL_OVERHEAD_S = 2.0  # run start, checkpoint, figures and model of a trial on top of its epochs
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_epochs: int
+    trials: int
+    pruner: dict
+    decisions: tuple[Decision, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def pruner_for(max_epochs: int) -> dict:
+    return dict(HYPERBAND if max_epochs >= HYPERBAND_FROM else PERCENTILE)
+
+
+def expected_epochs(max_epochs: int) -> float:
+    """Epochs a trial trains on average under the planned pruner."""
+    pruner = pruner_for(max_epochs)["name"]
+    if pruner == "hyperband":
+        return max(MIN_RESOURCE, max_epochs / FEWER_EPOCHS[pruner])
+    return min(max_epochs, WARMUP_STEPS + (max_epochs - WARMUP_STEPS) / FEWER_EPOCHS[pruner])
+
+
+def plan_budget(epoch_s: float, epoch_why: str, seconds: float | None = None,
+                total_epochs: int | None = None) -> Budget:
+    """From a time budget (`seconds`) or an epoch budget (`total_epochs`), one of them."""
+    if (seconds is None) == (total_epochs is None):
+        raise ValueError("give the budget as seconds or as total epochs, one of them")
+
+    def trials_for(max_epochs: int) -> int:
+        if total_epochs is not None:
+            return math.floor(total_epochs / expected_epochs(max_epochs))
+        return math.floor(seconds / (expected_epochs(max_epochs) * epoch_s + TRIAL_OVERHEAD_S))
+
+    fitting = [e for e in EPOCH_LADDER if trials_for(e) >= MIN_TRIALS]
+    max_epochs = fitting[-1] if fitting else EPOCH_LADDER[0]
+    trials = max(1, min(MAX_TRIALS, trials_for(max_epochs)))
+    warnings = () if fitting else (f"the budget holds only {trials} trial(s) of up to {max_epochs} epochs "
+                                   f"(fewer than {MIN_TRIALS}); give more --hours or --total-epochs",)
+    pruner = pruner_for(max_epochs)
+    per_trial = expected_epochs(max_epochs)
+    given = f"--total-epochs {total_epochs}" if total_epochs is not None else f"{seconds / 3600:g} h"
+    cost = f"{per_trial:.1f} epochs a trial expected under {pruner['name']} pruning; {epoch_why}"
+    decisions = [
+        Decision("budget", "trials", trials, f"{given} / ({cost})"),
+        Decision("budget", "max_epochs", max_epochs,
+                 f"the longest trials (of {list(EPOCH_LADDER)}) that leave >= {MIN_TRIALS} trials"),
+        Decision("budget", "timeout_s", round(seconds) if seconds else 0,
+                 "--hours: no trial starts after this" if seconds else "--total-epochs: no time limit"),
+        Decision("sampler", "name", "tpe", "multivariate TPE handles the conditional parameters"),
+        Decision("sampler", "n_startup_trials", max(2, min(10, trials // 3)),
+                 "random trials first: a third, at most 10"),
+        *_pruner_decisions(pruner, max_epochs),
+    ]
+    return Budget(max_epochs, trials, pruner, tuple(decisions), warnings)
+
+
+def _pruner_decisions(pruner: dict, max_epochs: int) -> list[Decision]:
+    if pruner["name"] == "hyperband":
+        why = (f"trials of {max_epochs} >= {HYPERBAND_FROM} epochs: Hyperband (2.08x fewer epochs, best within "
+               "0.01 of no pruning on the default study, docs/performance.md)")
+        return [Decision("pruner", "name", "hyperband", why),
+                Decision("pruner", "min_resource", MIN_RESOURCE, "the first cut comes after epoch 2, never epoch 1"),
+                Decision("pruner", "reduction_factor", HYPERBAND["reduction_factor"], "Optuna's default")]
+    why = (f"trials of {max_epochs} < {HYPERBAND_FROM} epochs: the percentile pruner (4.33x fewer epochs on the "
+           "default study, docs/performance.md)")
+    return [Decision("pruner", "name", "percentile", why),
+            Decision("pruner", "percentile", PERCENTILE["percentile"], "keep a trial in the top 45 % at its epoch"),
+            Decision("pruner", "n_startup_trials", PERCENTILE["n_startup_trials"],
+                     "cuts start once 2 trials completed"),
+            Decision("pruner", "n_warmup_steps", WARMUP_STEPS, "the first cut comes after epoch 2, never epoch 1")]

@@ -1,0 +1,139 @@
+"""Plan a study for a dataset and a device, rule by rule: survey -> classes -> geometry -> memory ->
+loss -> capacity -> budget. Each rule returns decisions (a study-file key, its value and why);
+`search.plan.plan_toml` writes them as a study file, and the rest of the space is the usual one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from search.plan.budget import HYPERBAND_FROM, plan_budget
+from search.plan.capacity import Capacity, Sizing, plan_capacity, probe_config
+from search.plan.classes import plan_classes
+from search.plan.decisions import Decision, Plan, PlanError
+from search.plan.device_probe import StepCost, device_spec, epoch_seconds
+from search.plan.geometry import plan_geometry
+from search.plan.loss import plan_loss
+from search.plan.ram import GB, plan_ram
+from search.plan.survey import Survey, survey_dataset
+
+DEFAULT_HOURS = 1.0
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """The planner's inputs: `search.plan`'s flags, or `search.run --data DIR` without `--study`."""
+
+    data: str | None = None  # the dataset folder; None: the embedded dataset
+    device: str = "auto"
+    memory_gb: float | None = None
+    hours: float | None = None  # the time budget (default DEFAULT_HOURS unless total_epochs)
+    total_epochs: int | None = None
+    ram_gb: float | None = None  # memory for the decoded dataset (default: what is available)
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.hours is not None and self.total_epochs is not None:
+            raise PlanError("give --hours or --total-epochs, not both")
+        if self.hours is not None and not self.hours > 0:
+            raise PlanError(f"--hours {self.hours}: expected a positive number of hours")
+        if self.total_epochs is not None and self.total_epochs < 1:
+            raise PlanError(f"--total-epochs {self.total_epochs}: expected a positive number of epochs")
+
+    @property
+    def seconds(self) -> float | None:
+        """The time budget in seconds; None when the budget is in epochs."""
+        if self.total_epochs is not None:
+            return None
+        return 3600 * (self.hours if self.hours is not None else DEFAULT_HOURS)
+
+    @property
+    def study_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.data is None:
+            return "plan-embedded"
+        return "plan-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(self.data).resolve().name).strip("-") or "data")
+
+
+def make_plan(req: PlanRequest, survey: Survey | None = None) -> Plan:
+    """The plan for `req`; `survey` skips reading the dataset (it must describe `req.data`)."""
+    survey = survey or survey_dataset(req.data)
+    classes = plan_classes(survey)
+    geo = plan_geometry(survey)
+    ram = plan_ram(survey, None if req.ram_gb is None else int(req.ram_gb * GB),
+                   "available" if req.ram_gb is None else f"given (--ram-gb {req.ram_gb:g})")
+    loss = plan_loss(survey, classes.num_classes, classes.names)
+    spec = device_spec(req.device, req.memory_gb)
+    cost = StepCost(spec)
+    sizing = Sizing(classes.num_classes, len(survey.train_sizes) * (5 if geo.crop_mode == "five" else 1),
+                    len(survey.val_sizes))
+    cap = plan_capacity(geo, spec, cost, sizing, req.seconds)
+    epoch_s, epoch_why = _typical_epoch(cap, cost, sizing, spec.kind)
+    budget = plan_budget(epoch_s, epoch_why, seconds=req.seconds, total_epochs=req.total_epochs)
+    decisions = [
+        *_study_and_data(req, survey),
+        *classes.decisions, ram,
+        *budget.decisions,
+        *cap.geometry.decisions(), *cap.decisions, loss,
+        *_usual_space(budget.max_epochs),
+    ]
+    fingerprint = {**survey.fingerprint(), "device": {"kind": spec.kind, "label": spec.label, "here": spec.present,
+                                                      "memory_bytes": spec.memory, "cost": cost.how},
+                   "probes": cost.records(), "typical_epoch_seconds": round(epoch_s, 3),
+                   "capacity": {"bound": cap.bound, "unit": "bytes" if spec.kind == "cuda" else "epoch seconds",
+                                "largest_config_cost_by_base": {str(b): c for b, c in cap.costs}}}
+    return Plan(decisions, fingerprint, warnings=[*classes.warnings, *budget.warnings])
+
+
+def _typical_epoch(cap: Capacity, cost: StepCost, sizing: Sizing, device: str) -> tuple[float, str]:
+    """Mean epoch seconds of the smallest and the largest configurations in the space."""
+    low, high = cap.geometry.depth_range
+    # One batch size for both: on a CPU the smaller batch costs a little more per image (a cautious figure).
+    batch = cap.batch_choices[0]
+    ends = [probe_config(sizing, low, cap.base_choices[0], cap.max_choices[0], batch, device),
+            probe_config(sizing, high, cap.base_choices[-1], cap.max_choices[-1], batch, device)]
+    geo = cap.geometry
+    small, large = (epoch_seconds(cost, c, geo.input_hw, sizing.samples, sizing.val_images, geo.val_pixels)
+                    for c in ends)
+    small = min(small, large)  # the smallest config cannot take longer: an inversion is a busy machine's noise
+    mean = (small + large) / 2
+    return mean, f"{mean:.1f} s an epoch (smallest config {small:.1f}, largest {large:.1f}), {cost.how}"
+
+
+def _study_and_data(req: PlanRequest, survey: Survey) -> list[Decision]:
+    out = [Decision("study", "name", req.study_name, "the study's default name in the storage"),
+           Decision("study", "metric", "val_miou"), Decision("study", "direction", "maximize")]
+    if survey.root is None:
+        return [*out, Decision("data", None, why="no root: the embedded dataset")]
+    out += [Decision("study", "data_required", True, "planned for this folder: refuse the embedded dataset"),
+            Decision("data", "root", str(survey.root), f"{len(survey.train_sizes)} training and "
+                                                       f"{len(survey.val_sizes)} validation images")]
+    if survey.val_fraction is not None:
+        out.append(Decision("data", "val_fraction", survey.val_fraction, "a flat images/ + labels/ folder: "
+                                                                         "this share goes to validation"))
+    return out
+
+
+def _usual_space(max_epochs: int) -> list[Decision]:
+    """The dimensions no measurement decides: the default study's, with a wider learning rate for long trials."""
+    long = max_epochs >= HYPERBAND_FROM
+    lr_low = 1e-4 if long else 1e-3
+    same = "as the default and seed studies"
+    return [
+        Decision("space.model", "upsample", {"choices": ["transpose", "bilinear", "pixelshuffle"]}, same),
+        Decision("space.model", "norm", "batch", "BatchNorm, as the report"),
+        Decision("space.train", "optimizer", {"choices": ["adam", "adamw", "sgd", "rmsprop"]}, same),
+        Decision("space.train", "lr", {"low": lr_low, "high": 1e-2, "log": True},
+                 "long trials can afford small steps" if long else "short trials need a quick start"),
+        Decision("space.train", "weight_decay", {"low": 1e-6, "high": 1e-3, "log": True}, same),
+        Decision("space.train", "momentum", {"low": 0.85, "high": 0.99}, "sampled for sgd and rmsprop only"),
+        Decision("space.train", "nesterov", {"choices": [False, True]}, "sampled for sgd only"),
+        Decision("space.train", "scheduler", {"choices": ["none", "cosine", "onecycle"]}, same),
+        Decision("space.transforms", "hflip", {"choices": [0.0, 0.5]}, same),
+        Decision("space.transforms", "rotation", {"low": 0.0, "high": 15.0}, same),
+        Decision("space.transforms", "color_jitter", {"low": 0.0, "high": 0.2}, same),
+        Decision("space.transforms", "scale_jitter", {"low": 0.0, "high": 0.2}, same),
+    ]
