@@ -35,9 +35,26 @@ UI_START_DEADLINE_S = 150.0  # both servers on a busy 2-core box; a deadline, no
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free loopback ports: each socket stays bound until all are chosen (ports picked
+    one at a time can repeat once the first socket is closed)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def ui_port_args() -> list[str]:
+    """`--mlflow-port A --dashboard-port B` with two distinct free ports."""
+    mlflow, dashboard = free_ports(2)
+    return ["--mlflow-port", str(mlflow), "--dashboard-port", str(dashboard)]
 
 
 def cli_env(cache: Path, **extra: str) -> dict[str, str]:
@@ -280,8 +297,7 @@ class UiProcess:
 def started_ui(env: StudyEnv, *extra: str, name: str | None = None) -> Iterator[UiProcess]:
     """Generator for fixtures: a ready `search.ui --study NAME` on free ports over `env`'s storages;
     always cleaned up."""
-    ui = UiProcess(env.read_args("--mlflow-port", str(free_port()), "--dashboard-port", str(free_port()), *extra,
-                                 name=name), env.root)
+    ui = UiProcess(env.read_args(*ui_port_args(), *extra, name=name), env.root)
     ui.start()
     try:
         ui.wait_ready()

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from search.ui.launcher import main as ui_main
-from tests.faultkit import UI_START_DEADLINE_S, UiProcess, free_port, http_json, process_groups_alive, started_ui
+from tests.faultkit import (
+    UI_START_DEADLINE_S,
+    UiProcess,
+    free_port,
+    http_json,
+    process_groups_alive,
+    started_ui,
+    ui_port_args,
+)
 from tests.studykit import PARENT_TAG, StudyEnv, make_tiny_study
 
 # --------------------------------------------------------------------------- tests
@@ -74,7 +82,7 @@ def test_server_dying_at_start_stops_the_other(tiny: StudyEnv, tmp_path: Path) -
     broken = tmp_path / "broken.db"
     broken.write_bytes(b"this is not a SQLite database" * 100)
     ui = UiProcess(["--storage", f"sqlite:///{broken}", "--tracking-uri", tiny.tracking_uri,
-                    "--mlflow-port", str(free_port()), "--dashboard-port", str(free_port())], tmp_path)
+                    *ui_port_args()], tmp_path)
     ui.start()
     try:
         rc = ui.proc.wait(timeout=UI_START_DEADLINE_S)
@@ -110,7 +118,7 @@ def test_non_loopback_host_needs_allow_remote(tiny: StudyEnv, capsys: pytest.Cap
 
 def test_bad_stores_and_unknown_study_are_clear_errors(tiny: StudyEnv, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
-    ports = ["--mlflow-port", str(free_port()), "--dashboard-port", str(free_port())]
+    ports = ui_port_args()
     missing = tmp_path / "nowhere.db"
     assert ui_main(["--storage", f"sqlite:///{missing}", "--tracking-uri", tiny.tracking_uri, *ports]) == 2
     assert str(missing) in capsys.readouterr().err
