@@ -10,8 +10,6 @@ only need a finished study to look at. Tests vary what they need through keyword
 
 from __future__ import annotations
 
-import json
-import re
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +20,8 @@ import pytest
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
+from search.plan.plan_toml import toml_key as _key  # the TOML writer the planner uses
+from search.plan.plan_toml import toml_value
 from search.run import main as run_main
 from search.study.storage import open_storage
 
@@ -49,28 +49,6 @@ TINY: dict[str, Any] = {
     "space": {"model.max_channels": 8, "model.upsample": None, "train.optimizer": "adam",
               "train.lr": {"low": 2e-3, "high": 2e-2, "log": True}, "train.momentum": None},
 }
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
-
-
-def toml_value(value: Any) -> str:
-    """A Python value as a TOML value (inline tables and arrays included)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"no TOML form for {value!r}")
-
 
 def study_toml(name: str, *, trials: int = 4, epochs: int = 2, sampler: str = "random", pruner: str = "none",
                pruner_settings: Mapping[str, Any] | None = None, synth_train: int = 16, synth_val: int = 6,
