@@ -6,8 +6,11 @@
   MIN_RESOURCE, the percentile pruner warms up for WARMUP_STEPS reported epochs): a trial's value
   after epoch 1 ranks its final value poorly (rank correlation 0.55 on the default study,
   docs/performance.md).
-- Epochs a trial is expected to train under each pruner come from the measured pruning runs
-  (docs/performance.md: percentile 4.33x fewer epochs, Hyperband 2.08x).
+- The percentile setting is the one measured that waits for epoch 2: keep the top 30 %, from 2
+  completed trials (chosen by replaying recorded curves to keep the best start-up trial on every
+  seed; 4.02x fewer epochs on the default study, benchmarks/results/2026-11-24-cpu/RESULTS.md).
+- Epochs a trial is expected to train under each pruner come from those pruning runs (percentile
+  30 from epoch 2: 4.02x fewer epochs, one seed; Hyperband 2.08x, four seeds).
 - max_epochs: the longest of EPOCH_LADDER that still leaves MIN_TRIALS trials; trials: what the
   budget then holds, at most MAX_TRIALS.
 """
@@ -24,9 +27,9 @@ HYPERBAND_FROM = 20
 MIN_TRIALS, MAX_TRIALS = 25, 100
 MIN_RESOURCE = 2
 WARMUP_STEPS = 2  # Optuna's steps are epochs done (1-based) and it prunes only from step >= n_warmup_steps
-PERCENTILE = {"name": "percentile", "percentile": 45.0, "n_startup_trials": 2, "n_warmup_steps": WARMUP_STEPS}
+PERCENTILE = {"name": "percentile", "percentile": 30.0, "n_startup_trials": 2, "n_warmup_steps": WARMUP_STEPS}
 HYPERBAND = {"name": "hyperband", "min_resource": MIN_RESOURCE, "reduction_factor": 3}
-FEWER_EPOCHS = {"percentile": 4.33, "hyperband": 2.08}
+FEWER_EPOCHS = {"percentile": 4.02, "hyperband": 2.08}
 TRIAL_OVERHEAD_S = 2.0  # run start, checkpoint, figures and model of a trial on top of its epochs
 
 
@@ -92,10 +95,10 @@ def _pruner_decisions(pruner: dict, max_epochs: int) -> list[Decision]:
         return [Decision("pruner", "name", "hyperband", why),
                 Decision("pruner", "min_resource", MIN_RESOURCE, "the first cut comes after epoch 2, never epoch 1"),
                 Decision("pruner", "reduction_factor", HYPERBAND["reduction_factor"], "Optuna's default")]
-    why = (f"trials of {max_epochs} < {HYPERBAND_FROM} epochs: the percentile pruner (4.33x fewer epochs on the "
-           "default study, docs/performance.md)")
+    why = (f"trials of {max_epochs} < {HYPERBAND_FROM} epochs: the percentile pruner (this setting trained 4.02x "
+           "fewer epochs on the default study, benchmarks/results/2026-11-24-cpu/RESULTS.md)")
     return [Decision("pruner", "name", "percentile", why),
-            Decision("pruner", "percentile", PERCENTILE["percentile"], "keep a trial in the top 45 % at its epoch"),
+            Decision("pruner", "percentile", PERCENTILE["percentile"], "keep a trial in the top 30 % at its epoch"),
             Decision("pruner", "n_startup_trials", PERCENTILE["n_startup_trials"],
                      "cuts start once 2 trials completed"),
             Decision("pruner", "n_warmup_steps", WARMUP_STEPS, "the first cut comes after epoch 2, never epoch 1")]
