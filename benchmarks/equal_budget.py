@@ -67,7 +67,14 @@ def seed_deltas(pruned: Sequence[dict[str, Any]], unpruned: Sequence[dict[str, A
         deltas[b] = None if p is None or u is None else round(p - u, 4)
     known = [d for d in deltas.values() if d is not None]
     area = round(statistics.fmean(known), 4) if known and len(known) == len(deltas) else None
-    return {"deltas": deltas, "area": area, "final": deltas[max(budgets)]}
+    last = max(budgets)
+    return {"deltas": deltas, "area": area, "final": deltas[last], "pruned_best": best_at(pruned, last),
+            "unpruned_best": best_at(unpruned, last), "epoch1_cuts": epoch1_cuts(pruned)}
+
+
+def epoch1_cuts(curves: Sequence[dict[str, Any]]) -> int:
+    """Trials pruned on their first epoch's value (a poor predictor of the end on the default study)."""
+    return sum(c["state"] == "PRUNED" and len(c["values"]) == 1 for c in curves)
 
 
 def bootstrap_ci(values: Sequence[float], resamples: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
@@ -137,7 +144,9 @@ def tables(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                         "goal met": row["goal_met"]})
         for seed, s in sorted(row["seeds"].items()):
             per_seed.append({"pruner": pruner, "seed": seed, "area": s["area"], f"Δ@{last}": s["final"],
-                             "Δ by budget": " ".join("—" if d is None else f"{d:+.3f}" for d in s["deltas"].values())})
+                             "Δ by budget": " ".join("—" if d is None else f"{d:+.3f}" for d in s["deltas"].values()),
+                             f"best pruned@{last}": s["pruned_best"], f"best unpruned@{last}": s["unpruned_best"],
+                             "cut after epoch 1": s["epoch1_cuts"]})
     return {"per pruner, across seeds": summary, "per seed": per_seed}
 
 

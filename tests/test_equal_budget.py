@@ -34,6 +34,8 @@ def test_deltas_area_and_the_last_budget_of_one_seed() -> None:
     got = seed_deltas(PRUNED, NONE, (4, 8, 12))
     assert got["deltas"] == {4: 0.0, 8: -0.3, 12: 0.2}
     assert got["area"] == pytest.approx(-0.0333, abs=1e-4) and got["final"] == 0.2
+    assert (got["pruned_best"], got["unpruned_best"]) == (0.9, 0.7), "each arm's own answer at the last budget"
+    assert got["epoch1_cuts"] == 1, "trial 1 was cut on its first epoch; trial 3 (3 epochs) was not"
     assert seed_deltas(PRUNED, NONE, (4, 8, 16))["area"] is None, "a budget without an answer: no area"
 
 
@@ -61,8 +63,8 @@ def test_cli_pairs_each_pruned_run_with_its_seeds_unpruned_run(tmp_path: Path, c
     out = tmp_path / "eq.json"
     assert main([str(none), str(pruned), "--budgets", "4:12:4", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| median | 0 | -0.0333 | 0.2 | +0.000 -0.300 +0.200 |" in printed
-    assert "| median | 1 | 0 | 0 | +0.000 +0.000 +0.000 |" in printed
+    assert "| median | 0 | -0.0333 | 0.2 | +0.000 -0.300 +0.200 | 0.9 | 0.7 | 1 |" in printed
+    assert "| median | 1 | 0 | 0 | +0.000 +0.000 +0.000 | 0.7 | 0.7 | 0 |" in printed
     result = json.loads(out.read_text())
     assert result["pruners"]["median"]["area"]["w/t/l"] == "0/1/1" and result["pruners"]["median"]["goal_met"] is False
     assert out.with_suffix(".md").read_text().startswith("equal-budget comparison at 4..12 epochs")
