@@ -32,7 +32,7 @@ from typing import Any
 import optuna
 from scipy.stats import spearmanr
 
-from benchmarks.equal_budget import best_at, budgets_arg
+from benchmarks.equal_budget import best_at, budgets_arg, epoch1_cuts
 from benchmarks.merge import differing_key, pruning_section
 from benchmarks.tables import markdown_table
 from search.study.samplers_pruners import build_pruner, parse_pruner
@@ -93,7 +93,7 @@ def budget_rows(curves_by_seed: dict[int, list[list[float]]], settings: Sequence
             deltas = [best_at(pruned, min(b, total)) - best_at(unpruned, b) for b in budgets]
             finals.append(deltas[-1])
             areas.append(statistics.fmean(deltas))
-            cuts.append(sum(c["state"] == "PRUNED" and len(c["values"]) == 1 for c in pruned))
+            cuts.append(epoch1_cuts(pruned))
         mark = "≥ " if short else ""
         rows.append({"pruner": text, "cut after epoch 1, per seed": " ".join(map(str, cuts)),
                      f"Δ@{max(budgets)} per seed": " ".join(f"{d:+.3f}" for d in finals),
