@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import textwrap
 from pathlib import Path
@@ -9,12 +10,14 @@ from pathlib import Path
 import optuna
 import pytest
 
+from search.plan.survey import survey_dataset
 from search.study.definition import STUDIES_DIR, StudyDef, load_study
 from search.study.identity import StudyMismatchError, check_identity, describe_changes
 from search.study.space import (
     CONDITIONS,
     InfeasibleConfigError,
     RunOptions,
+    build_config,
     check_feasible,
     config_from_trial,
     sample_values,
@@ -91,6 +94,22 @@ def test_default_study_loads() -> None:
     for d in ranged:
         assert d.choices or d.low <= d.high, d
     assert load_study("default") == sdef  # by name, from studies/
+
+
+def test_default_study_corners_fit_the_embedded_data() -> None:
+    """Every corner of the default space trains on the embedded data: its crop fits the smallest
+    training image and the deepest model keeps a bottleneck the planner allows (>= 8 px)."""
+    sdef = load_study("default")
+    fixed = {d.name: d.value for d in sdef.space if d.fixed}
+    ranged = {d.name: d for d in sdef.space if not d.fixed}
+    assert fixed["transforms.crop_size"] <= survey_dataset(None).short_sides[0]
+    depth = ranged["model.depth"]
+    for d, base, cap in itertools.product([depth.low, depth.high], ranged["model.base_channels"].choices,
+                                          ranged["model.max_channels"].choices):
+        cfg = build_config({**fixed, "model.depth": d, "model.base_channels": base, "model.max_channels": cap},
+                           sdef, RunOptions(device="cpu"), 0)
+        check_feasible(cfg)
+        assert cfg.transforms.crop_size // cfg.model.size_divisor >= 8, (d, cfg.transforms.crop_size)
 
 
 def test_seed_study_loads() -> None:
