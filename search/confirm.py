@@ -8,10 +8,12 @@ A search's best trial is partly a lucky draw (its seed, its best epoch). This re
 complete trials' configurations (each trial's `config` user attr) from scratch with S fresh
 training seeds each, for their full epochs and without pruning, each as a child run of the study's
 parent MLflow run named `confirm-007-seed-2` with its per-epoch curves. Each configuration gets a
-confirmed mean ± sd of its final val mIoU and of its best; the registry's `champion` then moves to
-the configuration with the best confirmed mean (ranked by the final value), using its best
-retrain's model, with the mean, sd and seeds as version tags. The study's `confirm` user attr keeps
-the record (search value next to confirmed), which the summary, `search.report` and `search.ui` show.
+confirmed mean ± sd of its final val mIoU and of its best; `champion` then moves to the best
+confirmed mean (by the final value; configurations with every seed finished rank above the others,
+which read "k of S seeds"), its best retrain's model, tagged with mean, sd and seeds. The study's
+`confirm` user attr keeps the record, which the summary, `search.report` and `search.ui` show. A
+retrain out of device memory (another process may hold it) is retried once, after the others, also
+by a rerun (its first run ends FAILED, `confirm_state=RETRY`); it is final only if it repeats.
 
 Resume-safe: rerunning the command does only what is missing (the FINISHED runs are the record);
 an interrupted retrain's run ends KILLED, and one a killed process left RUNNING is ended KILLED by
@@ -48,7 +50,7 @@ from search.study.lookup import StudyNotFoundError, load_named_study
 from search.study.quota import lock_path_for
 from search.study.storage import DEFAULT_STORAGE
 from search.tracking.client import DEFAULT_TRACKING_URI, PARENT_RUN_ATTR, Tracker, TrackingUnavailable
-from search.tracking.confirm_run import ConfirmRuns, Key, Retrain
+from search.tracking.confirm_run import RETRY, ConfirmRuns, Key, Retrain
 from seg.config import Config
 from seg.data import DatasetError
 from seg.loaders import class_names, resolve_dataset
@@ -117,13 +119,24 @@ class Confirmation:
     def run(self, top: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
         seeds = confirm_seeds(self.settings.seeds)
         done = self.runs.done()
+        deferred: list[tuple[optuna.trial.FrozenTrial, Key, int, Config]] = []  # out of memory once
         for trial in top:
             base = self.config(trial)
             resolve_dataset(base.data)  # validated (and cached) before a run is opened for it
             for index, seed in enumerate(seeds, start=1):
-                if (trial.number, index) not in done:
-                    done[(trial.number, index)] = self.retrain(trial, (trial.number, index), seed, base)
-                    self.save(top, seeds, done)
+                key = (trial.number, index)
+                if key in done:
+                    continue
+                oom_before = key in self.runs.out_of_memory  # an earlier confirm's OOM: its second try comes last
+                retrain = None if oom_before else self.retrain(trial, key, seed, base, last_try=False)
+                if retrain is None or retrain.status == RETRY:
+                    deferred.append((trial, key, seed, base))
+                else:
+                    done[key] = retrain
+                self.save(top, seeds, done)
+        for trial, key, seed, base in deferred:  # the memory another process held may be free by now
+            done[key] = self.retrain(trial, key, seed, base, last_try=True)
+            self.save(top, seeds, done)
         return self.save(top, seeds, done)
 
     def config(self, trial: optuna.trial.FrozenTrial) -> Config:
@@ -131,12 +144,13 @@ class Confirmation:
         return cfg.replace(train={"device": self.settings.device},
                            data={"root": self.settings.data} if self.settings.data else {})
 
-    def retrain(self, trial: optuna.trial.FrozenTrial, key: Key, seed: int, base: Config) -> Retrain:
-        """Train the configuration with one fresh seed, full epochs, no pruning; every outcome ends its run."""
+    def retrain(self, trial: optuna.trial.FrozenTrial, key: Key, seed: int, base: Config, last_try: bool) -> Retrain:
+        """Train the configuration with one fresh seed, full epochs, no pruning; every outcome ends its run
+        (out of memory: FAILED, and final only on the `last_try`, else the retrain's status is RETRY)."""
         cfg = base.replace(train={"seed": seed})
         data, names = resolve_dataset(cfg.data), class_names(cfg.data)
         self.console.print(f"confirm trial {trial.number} seed {key[1]}/{self.settings.seeds} (seed {seed}): "
-                           f"{cfg.train.epochs} epochs")
+                           f"{cfg.train.epochs} epochs" + (", again after running out of memory" if last_try else ""))
         retrain: Retrain | None = None
         try:
             run_id = self.runs.start(key, seed, cfg, trial.value)
@@ -156,8 +170,11 @@ class Confirmation:
             raise
         if retrain is None:  # out of memory
             release_device_memory(resolve_device(cfg.train.device), drop_caches=True)
-            retrain = self.runs.fail(run_id, key, seed, f"oom: out of memory (batch {cfg.train.batch_size})")
+            why = ", again: final" if last_try else "; retried once, after the other retrains"
+            retrain = self.runs.fail(run_id, key, seed, f"oom: out of memory (batch {cfg.train.batch_size}){why}",
+                                     final=last_try)
         outcome = (f"final {retrain.final:.4f}, best {retrain.best:.4f}" if retrain.status == "FINISHED"
+                   else "out of memory: retried after the other retrains" if retrain.status == RETRY
                    else f"{retrain.status.lower()}")
         self.console.print(f"  -> {outcome}  (MLflow run {retrain.run_id})")
         return retrain
@@ -168,13 +185,13 @@ class Confirmation:
                    for t in top]
         complete = all((t.number, i) in done for t in top for i in range(1, len(seeds) + 1))
         record = {"top": len(top), "seeds": seeds, "rank_by": RANK_BY, "complete": complete,
-                  "configs": ranked(configs, self.maximize), "champion": None}
+                  "configs": ranked(configs, self.maximize, len(seeds)), "champion": None}
         with deferred_signals():
             self.study.set_user_attr(CONFIRM_ATTR, record)
         return record
 
     def crown(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Move `champion` to the best confirmed configuration's best retrain; the record says where."""
+        """Move `champion` to the first-ranked configuration's best retrain (all seeds finished, if any)."""
         winner = record["configs"][0] if record["configs"] else None
         retrain = best_retrain(winner, self.maximize) if winner else None
         if retrain is None:

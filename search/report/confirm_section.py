@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 
 from search.report.html import Section, note, table
-from search.study.confirm_record import plus_minus, read_record
+from search.study.confirm_record import plus_minus, read_record, seeds_text
 
 NOT_CONFIRMED = ("Not confirmed: each trial's value is one training run with one seed, and the best of many "
                  "such values is partly luck. `python -m search.confirm --study {name} --top 3 --seeds 3` retrains "
@@ -20,8 +20,9 @@ def confirm_section(study: optuna.Study) -> Section:
     rows, classes = [], []
     for c in record["configs"]:
         finals = ", ".join(f"{r['final']:.4f}" if r["final"] is not None else r["status"].lower() for r in c["runs"])
-        rows.append([c["trial"], f"{c['search_value']:.4f}", plus_minus(c["final_mean"], c["final_sd"]),
-                     plus_minus(c["best_mean"], c["best_sd"]), f"{c['finished']} of {len(record['seeds'])}",
+        n = c["finished"]
+        rows.append([c["trial"], f"{c['search_value']:.4f}", plus_minus(c["final_mean"], c["final_sd"], n),
+                     plus_minus(c["best_mean"], c["best_sd"], n), seeds_text(n, len(record["seeds"])),
                      finals, "champion" if c["trial"] == champion else ""])
         classes.append("best" if c["trial"] == champion else "")
     header = ["trial", "search val mIoU", "confirmed final (mean ± sd)", "confirmed best (mean ± sd)",

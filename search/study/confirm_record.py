@@ -11,9 +11,13 @@ read it; optuna-dashboard shows it among the study's user attrs). Plain data:
                             "final": 0.81, "best": 0.83}, ...]}, ...],      # ranked, best first
      "champion": {"trial": 7, "run_id": "...", "version": "4", "model": "models:/NAME@champion"}}
 
-Configurations are ranked by the mean of their *final* val mIoU over the seeds (the value after
-the last epoch, which no epoch was picked for), then by the mean of their best; the seeds are the
-same for every configuration, so the comparison is paired.
+Configurations with every seed finished come first, ranked by the mean of their *final* val mIoU
+over the seeds (the value after the last epoch, which no epoch was picked for), then by the mean of
+their best; the seeds are the same for every configuration, so the comparison is paired. A
+configuration with fewer finished retrains than seeds (a non-finite loss, an OOM that repeated)
+ranks below all of those, whatever its mean: [nan, nan, 0.90] is one lucky draw, not a better
+configuration than [0.88, 0.87, 0.89]. It reads "0.9000 over 1 of 3 seeds"; a single value has no
+sd (`final_sd` is None) and reads "over 1 seed", never "± 0".
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from search.tracking.confirm_run import Retrain
 
 CONFIRM_ATTR = "confirm"
 CONFIRM_SEED_BASE = 1_000_000  # retrain i (1-based): seed BASE + i, far from the search's seed + trial number
-RANK_BY = "mean final val mIoU over the seeds, then mean best val mIoU"
+RANK_BY = ("configurations with every seed finished first, then mean final val mIoU over the seeds, "
+           "then mean best val mIoU")
 
 
 def confirm_seeds(count: int) -> list[int]:
@@ -37,10 +42,10 @@ def confirm_seeds(count: int) -> list[int]:
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (0 for one value; None for none)."""
+    """Mean and sample standard deviation (None for one value, which has none; both None for none)."""
     if not values:
         return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def summarize(trial: optuna.trial.FrozenTrial, retrains: Sequence[Retrain]) -> dict[str, Any]:
@@ -54,14 +59,16 @@ def summarize(trial: optuna.trial.FrozenTrial, retrains: Sequence[Retrain]) -> d
             "runs": [r.plain() for r in sorted(retrains, key=lambda r: r.seed_index)]}
 
 
-def ranked(configs: list[dict[str, Any]], maximize: bool) -> list[dict[str, Any]]:
-    """Best confirmed mean first; configurations with no finished retrain last."""
+def ranked(configs: list[dict[str, Any]], maximize: bool, seeds: int) -> list[dict[str, Any]]:
+    """Configurations with all `seeds` retrains finished first, best confirmed mean first; then the partial
+    ones (more finished seeds first, then by mean); configurations with no finished retrain last."""
     sign = -1.0 if maximize else 1.0
 
-    def key(c: dict[str, Any]) -> tuple[int, float, float, int]:
+    def key(c: dict[str, Any]) -> tuple[int, int, float, float, int]:
         if c["final_mean"] is None:
-            return 1, 0.0, 0.0, c["trial"]
-        return 0, sign * c["final_mean"], sign * c["best_mean"], c["trial"]
+            return 2, 0, 0.0, 0.0, c["trial"]
+        partial = 0 if c["finished"] >= seeds else 1
+        return partial, -c["finished"], sign * c["final_mean"], sign * c["best_mean"], c["trial"]
 
     return sorted(configs, key=key)
 
@@ -80,8 +87,27 @@ def read_record(study: optuna.Study) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record.get("configs") else None
 
 
-def plus_minus(mean: float | None, sd: float | None) -> str:
-    return "-" if mean is None else f"{mean:.4f} ± {sd or 0.0:.4f}"
+def plus_minus(mean: float | None, sd: float | None, count: int | None = None) -> str:
+    """`0.8800 ± 0.0100`; one value (`count` 1, or no sd) has no ± at all; "-" for none."""
+    if mean is None:
+        return "-"
+    return f"{mean:.4f}" if sd is None or count == 1 else f"{mean:.4f} ± {sd:.4f}"
+
+
+def seeds_text(finished: int, seeds: int) -> str:
+    """`3 seeds`, `1 seed`, or `2 of 3 seeds` when fewer retrains finished than there are seeds."""
+    if finished < seeds:
+        return f"{finished} of {seeds} seeds"
+    return "1 seed" if finished == 1 else f"{finished} seeds"
+
+
+def confirmed_figure(config: dict[str, Any], seeds: int) -> str:
+    """A configuration's confirmed final val mIoU in words: `0.8800 ± 0.0100 over 3 seeds`,
+    `0.9000 over 1 of 3 seeds`, `0.9000 over 1 seed`, or `no finished retrain of 3 seeds`."""
+    if config["final_mean"] is None:
+        return f"no finished retrain of {seeds} seed{'' if seeds == 1 else 's'}"
+    return (f"{plus_minus(config['final_mean'], config['final_sd'], config['finished'])} over "
+            f"{seeds_text(config['finished'], seeds)}")
 
 
 def confirmed_text(record: dict[str, Any] | None) -> str | None:
@@ -90,6 +116,5 @@ def confirmed_text(record: dict[str, Any] | None) -> str | None:
     if not champion:
         return None
     config = next(c for c in record["configs"] if c["trial"] == champion["trial"])
-    return (f"trial {config['trial']}: final val mIoU {plus_minus(config['final_mean'], config['final_sd'])} over "
-            f"{config['finished']} fresh seeds (search: {config['search_value']:.4f}); {champion['model']} "
-            f"= version {champion['version']}")
+    return (f"trial {config['trial']}: final val mIoU {confirmed_figure(config, len(record['seeds']))} "
+            f"(search: {config['search_value']:.4f}); {champion['model']} = version {champion['version']}")

@@ -18,9 +18,19 @@ fails stale trials, counts, and keeps the lock until its new trial exists in the
 at the beginning of the objective), so two workers can never both take the last slot or the last
 epochs. When a limit is reached but trials are still RUNNING, the worker waits for them (a stale
 one is failed and retried, and the retry is run) instead of leaving them behind. Both limits apply
-when both are given: the first one reached stops the run. Workers on other machines do not share
-the lock; pass them the same `--total-trials` / `--total-epochs` and the total may overshoot by at
-most one trial per extra machine.
+when both are given: the first one reached stops the run.
+
+Once the trial budget is met, a WAITING retry of a stale trial lets only one process claim a trial
+for it: the one that made it, which the retry names (`search.study.stale`); when that claim
+expired unused, the one process that takes the retry over. A trial enqueued by hand (the
+baseline) has no claimant and lets any worker claim it.
+
+The lock file lives beside a journal or SQLite file (`lock_path_for`), so every worker that opens
+that file shares it; for a server storage (PostgreSQL) it lives in `$UNET_SEARCH_LOCK_DIR`, else
+the temp dir, which SLURM and containers make per job. Workers that do not share the lock file
+(other machines, other SLURM jobs) count separately: pass them the same `--total-trials` /
+`--total-epochs`, and the total may overshoot by at most one trial per extra lock file (G groups
+of workers: at most G - 1 extra trials), however many trials are retried.
 """
 
 from __future__ import annotations
@@ -38,11 +48,13 @@ import optuna
 from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from search.study.stale import retried_numbers
+from search.study.stale import CLAIMED_BY_ATTR, CLAIMED_UNTIL_ATTR, process_token, retried_numbers, take_over_retry
 
 ALLOWANCE_ATTR = "epoch_allowance"
 EPOCHS_ATTR = "epochs_trained"
 BUDGET_STOP_ATTR = "stopped_by_budget"
+LOCK_DIR_ENV = "UNET_SEARCH_LOCK_DIR"  # where the lock file of a server storage lives (default: the temp dir)
+TAKE_OVER_CLAIM_S = 60.0  # how long a retry taken over from a claimant that stopped stays ours
 
 
 @dataclass(frozen=True)
@@ -79,19 +91,52 @@ def epochs_committed(trials: list[FrozenTrial], max_epochs: int) -> int:
     return epochs_trained(trials) + reserved
 
 
-def lock_path_for(storage_url: str, study_name: str) -> Path:
-    """One lock file per (storage, study) on this machine; beside a journal file, else in the temp dir."""
+def storage_file(storage_url: str) -> Path | None:
+    """The file a journal path or an `sqlite:///` URL names; None for a server or an in-memory database."""
     if "://" not in storage_url:
-        return Path(f"{storage_url}.{study_name}.slots.lock")
+        return Path(storage_url)
+    if not storage_url.startswith("sqlite:///"):
+        return None
+    path = storage_url[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def lock_path_for(storage_url: str, study_name: str) -> Path:
+    """One lock file per (storage, study): beside a journal or SQLite file (every worker that opens the
+    file shares it), else in `$UNET_SEARCH_LOCK_DIR` or, when that is unset, the temp dir."""
+    file = storage_file(storage_url)
+    if file is not None:
+        return Path(f"{file}.{study_name}.slots.lock")
     digest = hashlib.sha1(f"{storage_url}|{study_name}".encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"unet-search-slots-{digest}.lock"
+    folder = os.environ.get(LOCK_DIR_ENV) or tempfile.gettempdir()
+    return Path(folder).expanduser() / f"unet-search-slots-{digest}.lock"
+
+
+def claimable_waiting(study: optuna.Study, trials: list[FrozenTrial], owner: str) -> bool:
+    """Whether `owner` may claim a trial past the budget for a WAITING one: an enqueued trial (no
+    claimant), a retry it claims, or a retry whose claim expired and that it takes over (only one
+    process wins that)."""
+    now = time.time()
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    if any(t.user_attrs.get(CLAIMED_BY_ATTR) in (None, owner) for t in waiting):
+        return True
+    return any(now > float(t.user_attrs.get(CLAIMED_UNTIL_ATTR, 0.0))
+               and take_over_retry(study, t, owner, TAKE_OVER_CLAIM_S) for t in waiting)
+
+
+def claimed_elsewhere(trials: list[FrozenTrial], owner: str) -> bool:
+    """Whether a WAITING retry is claimed by another process, and that claim has not expired."""
+    now = time.time()
+    return any(t.state == TrialState.WAITING and t.user_attrs.get(CLAIMED_BY_ATTR) not in (None, owner)
+               and float(t.user_attrs.get(CLAIMED_UNTIL_ATTR, 0.0)) >= now for t in trials)
 
 
 class StudyQuota:
     def __init__(self, study: optuna.Study, budget: Budget, lock_path: Path, max_epochs: int,
-                 poll_s: float = 1.0, wait_for_running: bool = True) -> None:
+                 poll_s: float = 1.0, wait_for_running: bool = True, owner: str | None = None) -> None:
         self.study, self.budget, self.lock_path = study, budget, lock_path
         self.max_epochs = max_epochs
+        self.owner = owner or process_token()  # the claimant a retry made by this process names
         self.poll_s = poll_s
         # Without a heartbeat a dead worker's RUNNING trial never ends: waiting for it would hang.
         self.wait_for_running = wait_for_running
@@ -107,20 +152,24 @@ class StudyQuota:
             if self._room(trials):
                 return True
             self.release()
-            if not self.wait_for_running or not any(t.state == TrialState.RUNNING for t in trials):
+            running = any(t.state == TrialState.RUNNING for t in trials)
+            if not self.wait_for_running or not (running or claimed_elsewhere(trials, self.owner)):
                 return False
-            time.sleep(self.poll_s)  # another worker's trial is still running (or about to go stale)
+            # Another worker's trial is still running (or about to go stale), or another process is about
+            # to run a retry it claims: if that one stopped instead, its claim expires and this one takes over.
+            time.sleep(self.poll_s)
 
     def _room(self, trials: list[FrozenTrial]) -> bool:
-        waiting = any(t.state == TrialState.WAITING for t in trials)
-        if self.budget.trials is not None and counted_trials(trials) >= self.budget.trials and not waiting:
-            return False
+        # Epochs first: a retry is only taken over (a write) when its trial may start.
         if self.budget.epochs is None:
             self._allowance = None
-            return True
-        left = self.budget.epochs - epochs_committed(trials, self.max_epochs)
-        self._allowance = min(self.max_epochs, left)
-        return left > 0
+        else:
+            left = self.budget.epochs - epochs_committed(trials, self.max_epochs)
+            self._allowance = min(self.max_epochs, left)
+            if left <= 0:
+                return False
+        return (self.budget.trials is None or counted_trials(trials) < self.budget.trials
+                or claimable_waiting(self.study, trials, self.owner))
 
     def start(self, trial: optuna.Trial) -> int | None:
         """The objective's first call (the trial exists now): reserve its epochs, then release the lock.

@@ -6,8 +6,10 @@ full config as params and `config.json`, the per-epoch metrics of a trial run, a
 of a complete trial (checkpoint, figures, the pyfunc `model/`). It ends
 - FINISHED, with `final_val_miou` and `best_val_miou` as tags (set before the status, so a
   FINISHED run always has them);
-- FAILED (`confirm-007-seed-2-failed`, `fail_reason`): a non-finite loss or out of memory, which
-  the same seed would repeat, so it is not retried; a bug also fails the run but is retried;
+- FAILED (`confirm-007-seed-2-failed`, `fail_reason`): a non-finite loss, which the same seed would
+  repeat, so it is not retried (`confirm_state=FAILED`); out of memory, which another process may
+  have caused, is retried once after the other retrains (`confirm_state=RETRY`, also on a rerun)
+  and is final (`FAILED`) only when it repeats; a bug also fails the run but is retried;
 - KILLED (`confirm-007-seed-2-killed`): interrupted (Ctrl-C, SIGTERM), or left RUNNING by a process
   that died (ended by the next confirm); retried.
 The runs are the record of what is done: a rerun skips the retrains that have a FINISHED run or a
@@ -38,7 +40,7 @@ class Retrain:
     seed_index: int  # 1..S, as in the run name confirm-007-seed-2
     seed: int
     run_id: str
-    status: str  # FINISHED, or FAILED (nan, oom): not retried
+    status: str  # FINISHED; FAILED (nan, an OOM that repeated): final; RETRY: out of memory once
     final: float | None  # val mIoU after the last epoch
     best: float | None  # best val mIoU over the epochs (the checkpoint's)
 
@@ -48,6 +50,8 @@ class Retrain:
 
 KIND_TAG, CONFIRM_KIND = "run_kind", "confirm"
 FINAL_STATES = ("FINISHED", "FAILED")  # confirm_state of a retrain that is done (not retried)
+RETRY = "RETRY"  # confirm_state of an attempt that is retried: out of memory once, interrupted, a bug
+OOM_REASON = "oom:"  # how an out-of-memory attempt's fail_reason starts
 
 Key = tuple[int, int]  # (trial number, seed index)
 
@@ -68,11 +72,13 @@ class ConfirmRuns:
         self.tracker, self.experiment_id, self.parent_id = tracker, experiment_id, parent_id
         self.study_name = study_name
         self.current: tuple[Key, int] | None = None  # (key, seed) of the retrain in progress
+        self.out_of_memory: set[Key] = set()  # retrains whose earlier attempt ran out of memory (by `done`)
         self.epochs: dict[int, tuple[int, dict[str, float]]] = {}  # epoch -> (timestamp, metrics) of the retrain
 
     def done(self) -> dict[Key, Retrain]:
         """Retrains with a final result. A run a dead process left RUNNING is ended KILLED here first."""
         out: dict[Key, Retrain] = {}
+        self.out_of_memory = set()
         for run in self.tracker.child_runs(self.experiment_id, self.parent_id, {KIND_TAG: CONFIRM_KIND}):
             tags, status = run.data.tags, run.info.status
             key = (int(tags["confirm_trial"]), int(tags["confirm_seed_index"]))
@@ -81,8 +87,10 @@ class ConfirmRuns:
                                        tags={"confirm_state": "KILLED",
                                              "fail_reason": "orphaned: its confirm process ended first"})
                 continue
+            if tags.get("confirm_state") == RETRY and tags.get("fail_reason", "").startswith(OOM_REASON):
+                self.out_of_memory.add(key)
             if status != tags.get("confirm_state") or status not in FINAL_STATES:
-                continue  # interrupted or a bug: retrained
+                continue  # interrupted, a bug or out of memory once: retrained
             if key not in out or out[key].status != "FINISHED":
                 out[key] = Retrain(key[0], key[1], int(tags["confirm_seed"]), run.info.run_id, status,
                                    _float(tags.get("final_val_miou")), _float(tags.get("best_val_miou")))
@@ -140,7 +148,7 @@ class ConfirmRuns:
     def fail(self, run_id: str, key: Key, seed: int, reason: str, status: str = "FAILED",
              final: bool = True) -> Retrain:
         """End the run FAILED or KILLED; `final`: a result (not retried), else retried by the next confirm."""
-        state = status if final else "RETRY"
+        state = status if final else RETRY
         outcome = "failed" if status == "FAILED" else "killed"
         self.tracker.terminate(run_id, status, name=confirm_run_name(*key, outcome),
                                tags={"confirm_state": state, "fail_reason": reason[:4000]})
