@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from search.objective import Progress
-from search.study.confirm_record import plus_minus, read_record
+from search.study.confirm_record import plus_minus, read_record, seeds_text
 from search.study.quota import epochs_trained
 from search.tracking.client import RUN_ID_ATTR
 
@@ -131,9 +131,11 @@ def print_confirmation(console: Console, record: dict[str, Any]) -> None:
     for column in ("trial", "search", "final, mean ± sd", "best, mean ± sd", "retrains", ""):
         table.add_column(column)
     for c in record["configs"]:
-        retrains = f"{c['finished']}/{len(seeds)}" + (f", {c['failed']} failed" if c["failed"] else "")
-        table.add_row(str(c["trial"]), f"{c['search_value']:.4f}", plus_minus(c["final_mean"], c["final_sd"]),
-                      plus_minus(c["best_mean"], c["best_sd"]), retrains, "champion" if c["trial"] == champion else "")
+        retrains = seeds_text(c["finished"], len(seeds)) + (f", {c['failed']} failed" if c["failed"] else "")
+        n = c["finished"]
+        table.add_row(str(c["trial"]), f"{c['search_value']:.4f}", plus_minus(c["final_mean"], c["final_sd"], n),
+                      plus_minus(c["best_mean"], c["best_sd"], n), retrains,
+                      "champion" if c["trial"] == champion else "")
     console.print(table)
     if champion is not None:
         c = record["champion"]

@@ -15,6 +15,9 @@ Outcomes and what they become:
 - Ctrl-C or SIGTERM -> FAIL ("interrupted"), run KILLED, and the exception ends the run;
 - anything else (a bug) -> FAIL, run FAILED, and the exception stops the run with its traceback.
 Every finished trial records `epochs_trained` (epochs completed); Optuna keeps its start and end times.
+A planned study's trial also records the plan's `epoch_seconds_predicted` beside its measured
+`epoch_seconds` (`search.plan.epoch_forecast`), and the run warns once when an epoch takes more
+than 1.5x the prediction.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 
 from search.guards.deadline import TrialTimeout, WallClockLimit
 from search.guards.signals import deferred_signals
+from search.plan.epoch_forecast import PREDICTED, EpochForecast, summary
 from search.study.definition import StudyDef
 from search.study.quota import BUDGET_STOP_ATTR, EPOCHS_ATTR
 from search.study.space import InfeasibleConfigError, RunOptions, config_from_trial
@@ -84,12 +88,15 @@ class Objective:
     def __init__(self, ctx: TrialContext) -> None:
         self.ctx = ctx
         self.device = resolve_device(ctx.opts.device)
+        self.forecast = EpochForecast()
 
     def __call__(self, trial: optuna.Trial) -> float:
         ctx, start = self.ctx, time.perf_counter()
         self.allowance = ctx.on_trial_start(trial)
         self.epochs_done = 0
         self.timing = {"fit": 0.0, "epoch_hooks": 0.0, "artifacts": 0.0}
+        self.predicted: float | None = None
+        self.epoch_seconds: list[float] = []
         run = TrialRun(ctx.tracking, trial)
         try:
             run.start()
@@ -117,6 +124,8 @@ class Objective:
             raise
         finally:
             trial.set_user_attr(EPOCHS_ATTR, self.epochs_done)
+            for key, seconds in summary(self.epoch_seconds, self.predicted).items():
+                trial.set_user_attr(key, seconds)
             self._record_timing(trial, time.perf_counter() - start, run.monitor_cpu_s)
             self._release_memory(trial)
         return value
@@ -134,7 +143,15 @@ class Objective:
             raise fail(trial, f"invalid config: {err}") from err
         run.log_config(cfg, name)
         trial.set_user_attr("config", cfg.to_dict())
+        self.predict(trial, cfg, run)
         return cfg
+
+    def predict(self, trial: optuna.Trial, cfg: Config, run: TrialRun) -> None:
+        """The plan's predicted seconds an epoch of this config, beside which the trial logs its measured ones."""
+        self.predicted = self.forecast.predict(trial.study, cfg, self.ctx.data, self.device.type)
+        if self.predicted is not None:
+            trial.set_user_attr(PREDICTED, round(self.predicted, 3))
+            run.log_metrics({PREDICTED: self.predicted}, step=0)
 
     def check_memory(self, trial: optuna.Trial, cfg: Config) -> None:
         """Reject at once a config whose training step cannot fit the device (or the given cap)."""
@@ -192,6 +209,9 @@ class Objective:
             # (min_resource=1 can prune after the first epoch); MLflow's step is the 0-based epoch.
             trial.report(record.val_miou, record.epoch + 1)
             self.epochs_done = record.epoch + 1
+            self.epoch_seconds.append(record.seconds)
+            if record.epoch >= 1 or last:  # the first epoch also warms up (allocations, kernels): judged from the 2nd
+                self.forecast.check(trial.number, record.seconds, self.predicted)
             # Pruning after the last epoch saves nothing and would throw a finished result away (SHA's
             # rung at max_epochs=9 with factor 3 would otherwise drop fully trained trials).
             prune = not last and trial.should_prune()

@@ -35,11 +35,26 @@ from seg.predict import Predictor, iter_inputs, predict_files
 
 CHECKPOINT_ARTIFACT = "checkpoint/best.pt"
 LOGGED_MODEL_ID = re.compile(r"m-[0-9a-f]+")
+RUNS_URI = re.compile(r"runs:/([0-9a-f]+)/")
 PYFUNC_FLAVOR = "python_function"
 
 
 class ArtifactError(RuntimeError):
     """A trial's run or checkpoint is missing or damaged; the message says which."""
+
+
+@dataclass(frozen=True)
+class ModelOrigin:
+    """Where a checkpoint came from, for whoever logs results back to it (`search.evaluate`).
+
+    `run_id`: the MLflow run that trained it; `model_id`: its LoggedModel (`m-...`) when the URI named
+    it; `version`: (registered model name, version) when the URI named a registry version. What the
+    URI did not name stays None (e.g. a study's trial gives only its run)."""
+
+    description: str
+    run_id: str | None = None
+    model_id: str | None = None
+    version: tuple[str, str] | None = None
 
 
 def select_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
@@ -78,17 +93,19 @@ def fetch_checkpoint(trial: optuna.trial.FrozenTrial, tracking_uri: str, dst: Pa
     return ckpt
 
 
-def resolve_model_uri(model_uri: str, tracking_uri: str) -> tuple[str, str]:
-    """(where the model's files are, a description): a registry URI is resolved through the registry
+def resolve_model_uri(model_uri: str, tracking_uri: str) -> tuple[str, ModelOrigin]:
+    """(where the model's files are, where it came from): a registry URI is resolved through the registry
     in the tracking store, explicitly, so no global MLflow URI is read or changed."""
     if not model_uri.startswith("models:/"):
-        return model_uri, f"model {model_uri}"
+        run = RUNS_URI.match(model_uri)
+        return model_uri, ModelOrigin(f"model {model_uri}", run_id=run.group(1) if run else None)
     ref = model_uri[len("models:/"):].strip("/")
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     if LOGGED_MODEL_ID.fullmatch(ref):
         model = client.get_logged_model(ref)
         trial = model.tags.get("trial_number")
-        return model.artifact_location, f"model {model_uri}" + (f" (trial {trial})" if trial else "")
+        return model.artifact_location, ModelOrigin(f"model {model_uri}" + (f" (trial {trial})" if trial else ""),
+                                                    run_id=model.source_run_id, model_id=model.model_id)
     if "@" in ref:
         name, alias = ref.rsplit("@", 1)
         version = client.get_model_version_by_alias(name, alias)
@@ -99,15 +116,18 @@ def resolve_model_uri(model_uri: str, tracking_uri: str) -> tuple[str, str]:
         raise ArtifactError(f"{model_uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     trial = version.tags.get("trial_number")
     source = version.source
+    model_id = version.model_id or version.tags.get("model_id")
     if version.model_id and source == f"models:/{version.model_id}":  # the LoggedModel's own files
         source = client.get_logged_model(version.model_id).artifact_location
-    return source, f"model {model_uri} (version {version.version}" + (f", trial {trial})" if trial else ")")
+    description = f"model {model_uri} (version {version.version}" + (f", trial {trial})" if trial else ")")
+    return source, ModelOrigin(description, run_id=version.run_id or None, model_id=model_id or None,
+                               version=(version.name, str(version.version)))
 
 
-def fetch_model_checkpoint(model_uri: str, tracking_uri: str, dst: Path) -> tuple[Checkpoint, str]:
+def fetch_model_checkpoint(model_uri: str, tracking_uri: str, dst: Path) -> tuple[Checkpoint, ModelOrigin]:
     """Download an MLflow model of a UNet (e.g. `models:/NAME@champion`) and load its checkpoint."""
     try:
-        source, description = resolve_model_uri(model_uri, tracking_uri)
+        source, origin = resolve_model_uri(model_uri, tracking_uri)
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
                                                          tracking_uri=tracking_uri))
         flavor = Model.load(str(local)).flavors.get(PYFUNC_FLAVOR, {})
@@ -118,7 +138,7 @@ def fetch_model_checkpoint(model_uri: str, tracking_uri: str, dst: Path) -> tupl
         raise ArtifactError(f"the model {model_uri} has no 'checkpoint' artifact in its {PYFUNC_FLAVOR} flavour: "
                             "not a UNet logged by search.run")
     try:
-        return load_checkpoint(local / relative), description
+        return load_checkpoint(local / relative), origin
     except CheckpointError as err:
         raise ArtifactError(f"model {model_uri}: {err}") from err
 
@@ -153,33 +173,39 @@ def parse_args(argv: list[str] | None) -> PredictSettings:
 
 
 def checkpoint_from_study(study_name: str, trial_number: int | None, storage: str, tracking_uri: str,
-                          dst: Path) -> tuple[Checkpoint, str]:
-    """The chosen (or best) trial's checkpoint, and a description of where it came from."""
+                          dst: Path) -> tuple[Checkpoint, ModelOrigin]:
+    """The chosen (or best) trial's checkpoint, and where it came from (the trial's run)."""
     study = load_named_study(study_name, storage)
     trial = select_trial(study, trial_number)
-    return fetch_checkpoint(trial, tracking_uri, dst), f"trial {trial.number} (val mIoU {trial.value:.4f})"
+    origin = ModelOrigin(f"trial {trial.number} of study {study.study_name!r} (val mIoU {trial.value:.4f})",
+                         run_id=trial.user_attrs.get(RUN_ID_ATTR))
+    return fetch_checkpoint(trial, tracking_uri, dst), origin
+
+
+def load_source_checkpoint(model: str | None, study: str | None, trial: int | None, storage: str,
+                           tracking_uri: str, dst: Path) -> tuple[Checkpoint, ModelOrigin]:
+    """The checkpoint that `--model` or `--study`/`--trial` name (a study's best trial by default; the
+    study `default` when neither is given). Raises ArtifactError when both are given."""
+    if model and (study or trial is not None):
+        raise ArtifactError(f"--model names the model itself; drop --study/--trial (got --model {model})")
+    if model:
+        return fetch_model_checkpoint(model, tracking_uri, dst)
+    return checkpoint_from_study(study or "default", trial, storage, tracking_uri, dst)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_process()
-    if args.model and (args.study or args.trial is not None):
-        print("error: --model names the model itself; drop --study/--trial "
-              f"(got --model {args.model})", file=sys.stderr)
-        return 2
     try:
         files = iter_inputs(args.inputs)
         with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
-            if args.model:
-                ckpt, source = fetch_model_checkpoint(args.model, args.tracking_uri, Path(tmp))
-            else:
-                ckpt, source = checkpoint_from_study(args.study or "default", args.trial, args.storage,
-                                                     args.tracking_uri, Path(tmp))
+            ckpt, origin = load_source_checkpoint(args.model, args.study, args.trial, args.storage,
+                                                  args.tracking_uri, Path(tmp))
         written = predict_files(Predictor(ckpt, device=args.device, tta=args.tta), files, args.out)
     except (ArtifactError, StudyNotFoundError, FileNotFoundError, KeyError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{source}: wrote {len(written)} label maps and overlays to {args.out}")
+    print(f"{origin.description}: wrote {len(written)} label maps and overlays to {args.out}")
     return 0
 
 

@@ -38,6 +38,7 @@ from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS
 from mlflow.tracking import MlflowClient
 
 from search.settings import configure_process
+from search.study.confirm_record import confirmed_figure
 from search.study.lookup import StudyNotFoundError, load_named_study
 from search.study.storage import DEFAULT_STORAGE
 from search.tracking.client import DEFAULT_TRACKING_URI, RUN_ID_ATTR
@@ -141,11 +142,12 @@ def crown_confirmed(client: MlflowClient, name: str, config: dict[str, Any], ret
     seeds = [r["seed"] for r in config["runs"] if r["status"] == "FINISHED"]
     tags = {"study_name": name, "trial_number": str(config["trial"]), "source": "confirm",
             "val_miou": f"{retrain['best']:.6f}", "search_val_miou": f"{config['search_value']:.6f}",
-            "confirmed_mean": f"{config['final_mean']:.6f}", "confirmed_sd": f"{config['final_sd']:.6f}",
-            "confirmed_best_mean": f"{config['best_mean']:.6f}", "confirmed_best_sd": f"{config['best_sd']:.6f}",
-            "confirmed_seeds": ",".join(map(str, seeds))}
+            "confirmed_mean": f"{config['final_mean']:.6f}", "confirmed_best_mean": f"{config['best_mean']:.6f}",
+            "confirmed_seeds": ",".join(map(str, seeds)), "confirmed_of_seeds": str(len(config["runs"]))}
+    if config["final_sd"] is not None:  # one finished seed has no sd: no tag, rather than a false 0
+        tags |= {"confirmed_sd": f"{config['final_sd']:.6f}", "confirmed_best_sd": f"{config['best_sd']:.6f}"}
     description = (f"trial {config['trial']}'s configuration retrained with seeds {seeds}: final val mIoU "
-                   f"{config['final_mean']:.4f} ± {config['final_sd']:.4f} (search: {config['search_value']:.4f})")
+                   f"{confirmed_figure(config, len(config['runs']))} (search: {config['search_value']:.4f})")
     version = register_run(client, name, retrain["run_id"], tags, description,
                            f"confirm of trial {config['trial']} seed {retrain['seed']}")
     for key, value in tags.items():  # a version registered earlier gets today's figures

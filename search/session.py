@@ -15,13 +15,14 @@ from dataclasses import replace
 from typing import Any
 
 import optuna
+from mlflow.exceptions import MlflowException
 from rich.console import Console
 
 from search.objective import TrialContext
 from search.plan.stored import StoredPlan, planned_definition, store_plan
 from search.settings import RunSettings
 from search.study.definition import StudyDef, load_study
-from search.study.identity import check_identity
+from search.study.identity import DATASET_ATTR, check_dataset, check_identity, dataset_identity
 from search.study.samplers_pruners import build_pruner, build_sampler, format_pruner
 from search.study.stale import StaleTrialHandler, reconcile_orphaned_runs
 from search.study.storage import check_shared_storage, open_storage
@@ -63,13 +64,18 @@ def definition(settings: RunSettings, console: Console) -> tuple[StudyDef, Store
     if settings.study is None and settings.data:
         plan = planned_definition(settings.data, settings.storage, study_name=settings.study_name,
                                   device=settings.device, memory_gb=settings.memory_limit_gb,
-                                  timeout=settings.timeout, worker=settings.is_worker, console=console)
+                                  timeout=settings.timeout, worker=settings.is_worker, console=console,
+                                  workers=settings.workers)
         return apply_overrides(plan.sdef, settings), plan
     return apply_overrides(load_study(settings.study or "default"), settings), None
 
 
-def open_study(sdef: StudyDef, settings: RunSettings) -> optuna.Study:
-    """Create or resume the study; refuse one stored from another definition."""
+def open_study(sdef: StudyDef, settings: RunSettings, dataset: dict[str, Any] | None = None,
+               tracker: Tracker | None = None, folder: bool = True) -> optuna.Study:
+    """Create or resume the study; refuse one stored from another definition, or one that ran on other
+    data than `dataset` (its identity; `folder`: a folder dataset, which the study records, else the
+    embedded one, checked only against a study that recorded a folder). A refused study is left exactly
+    as it was."""
     stale = StaleTrialHandler(settings.tracking_uri, settings.grace_period) if settings.heartbeat_interval else None
     storage = open_storage(settings.storage, settings.heartbeat_interval, settings.grace_period, stale)
     seed = derive_seed(settings.seed, settings.worker_index or 0)
@@ -77,11 +83,34 @@ def open_study(sdef: StudyDef, settings: RunSettings) -> optuna.Study:
                                 sampler=build_sampler(sdef.sampler, seed),
                                 pruner=build_pruner(sdef.pruner, sdef.max_epochs), load_if_exists=True)
     check_identity(study, sdef)
+    if dataset is not None and (folder or study.user_attrs.get(DATASET_ATTR)):
+        check_dataset(study, dataset, stored_dataset(study, tracker), record=folder and not settings.is_worker)
     if not settings.is_worker and study.metric_names != [sdef.metric]:
         study.set_metric_names([sdef.metric])  # optuna-dashboard then labels its axes "val_miou"
     if not settings.is_worker and sdef.baseline and not settings.no_baseline and not study.trials:
         study.enqueue_trial(sdef.baseline, user_attrs={"baseline": True})
     return study
+
+
+def stored_dataset(study: optuna.Study, tracker: Tracker | None) -> dict[str, Any] | None:
+    """The data the study ran on: its user attr, else (a study from before the attr) the content hash its
+    MLflow parent run was tagged with, else None."""
+    stored = study.user_attrs.get(DATASET_ATTR)
+    parent = study.user_attrs.get(PARENT_RUN_ATTR)
+    if stored is not None or tracker is None or not parent:
+        return stored
+    try:
+        run = tracker.client.get_run(parent)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None  # the run was deleted: nothing is known
+        raise TrackingUnavailable(f"tracking store {tracker.tracking_uri}: {err}") from err
+    tag = run.data.tags.get("dataset_hash")
+    if tag is None:
+        return None
+    params = run.data.params
+    return {"root": f"(not stored; see MLflow run {parent})", "content_hash": tag,
+            "counts": {"train": params.get("dataset_train", "?"), "val": params.get("dataset_val", "?")}}
 
 
 def start_parent_run(tracker: Tracker, study: optuna.Study, sdef: StudyDef, fingerprint: dict[str, Any],
@@ -121,10 +150,12 @@ def prepare(settings: RunSettings, console: Console | None = None) -> tuple[optu
     datasets = split_datasets(data_cfg, fingerprint, names)
     if not settings.is_worker:
         ensure_tracking_schema(settings.tracking_uri)
-    study = open_study(sdef, settings)
+    tracker = Tracker(settings.tracking_uri)
+    # A folder dataset is part of the study: resuming on other data is refused (the embedded dataset is
+    # generated from the definition's [data] keys).
+    study = open_study(sdef, settings, dataset_identity(fingerprint), tracker, folder=data_cfg.root is not None)
     if plan is not None and not settings.is_worker:
         store_plan(study, plan)
-    tracker = Tracker(settings.tracking_uri)
     tags = {"sampler": sdef.sampler["name"], "pruner": sdef.pruner["name"], "storage": settings.storage,
             "study_name": sdef.name, "dataset_hash": fingerprint["content_hash"],
             "git_commit": git_commit() or "unknown"}

@@ -10,13 +10,14 @@ rebuilds the model without the training code (nanoGPT's `model_args` pattern):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from seg.config import Config
+from seg.data import DatasetSpec, SpecError
 from seg.model import UNet, build_unet
 
 FORMAT_VERSION = 1
@@ -34,6 +35,7 @@ class Checkpoint:
     std: tuple[float, ...]
     class_names: tuple[str, ...]
     metrics: dict[str, Any]
+    spec: DatasetSpec = field(default_factory=DatasetSpec)  # how the training labels were read (default: old files)
 
     def build_model(self) -> UNet:
         model = build_unet(self.config.model)
@@ -43,8 +45,11 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], config: Config,
                     mean: tuple[float, ...], std: tuple[float, ...], class_names: tuple[str, ...],
-                    metrics: dict[str, Any] | None = None) -> Path:
-    """Write atomically (temp file + rename) so a crash never leaves a torn checkpoint."""
+                    metrics: dict[str, Any] | None = None, spec: DatasetSpec | None = None) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves a torn checkpoint.
+
+    `spec` (the data's resolved `SegmentationData.spec`) is stored as plain data, so prediction and
+    evaluation read label files the way training did."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -55,6 +60,7 @@ def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], conf
         "std": list(std),
         "class_names": list(class_names),
         "metrics": dict(metrics or {}),
+        "dataset_spec": (spec or DatasetSpec()).to_dict(),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
@@ -76,11 +82,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}; expected a file written by seg.checkpoint")
     try:
         config = Config.from_dict(raw["config"], source=f"{path} config")
-    except ValueError as err:
+        spec = DatasetSpec.from_dict(raw.get("dataset_spec"))
+    except (ValueError, TypeError, SpecError) as err:
         raise CheckpointError(f"checkpoint {path}: {err}") from err
     ckpt = Checkpoint(config, raw["state_dict"], tuple(raw["mean"]), tuple(raw["std"]),
                       tuple(raw.get("class_names") or [str(i) for i in range(config.model.num_classes)]),
-                      dict(raw.get("metrics") or {}))
+                      dict(raw.get("metrics") or {}), spec)
     _check_weights_match(path, ckpt)
     return ckpt
 

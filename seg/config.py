@@ -84,7 +84,8 @@ class ModelConfig:
 class DataConfig:
     """Where the data comes from. `root=None` means the embedded procedural dataset.
 
-    `class_names`: one name per class (None: ROOT/classes.txt when there is one, else the indices)."""
+    `class_names`: one name per class (None: ROOT/classes.txt or ROOT/dataset.toml's classes, else the indices).
+    `scale`: resize factor in (0, 1] applied to images and labels at decode (aspect kept)."""
 
     root: str | None = None
     num_classes: int = 10
@@ -94,8 +95,13 @@ class DataConfig:
     synth_seed: int = 0
     synth_train: int = 400
     synth_val: int = 100
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.scale, bool) or not isinstance(self.scale, int | float) or not 0 < self.scale <= 1:
+            raise ValueError(f"data.scale={self.scale!r} is out of range; expected 0 < data.scale <= 1 "
+                             "(a resize factor: 0.5 halves each side)")
+        object.__setattr__(self, "scale", float(self.scale))
         if self.class_names is None:
             return
         names = tuple(str(n) for n in self.class_names)
@@ -166,8 +172,10 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     eval_batch_size: int = 8
+    eval_max_pixels: int = 0  # validation/prediction: larger inputs run in tiles (0: automatic, see seg.sliding)
 
     def __post_init__(self) -> None:
+        _check_range("train.eval_max_pixels", self.eval_max_pixels, 0, 2**40)
         _check_choice("train.loss", self.loss, LOSSES)
         _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("train.scheduler", self.scheduler, SCHEDULERS)

@@ -233,13 +233,17 @@ def cached_stack(split: Split, cfg: TransformConfig, device: torch.device, min_s
     return stacked
 
 
-def device_loaders(cfg: Config, data: SegmentationData, device: torch.device) -> tuple[DeviceLoader, DeviceLoader]:
-    """(train, val) device loaders with the same batch sizes and drop-last rule as `build_loaders`."""
+def device_loaders(cfg: Config, data: SegmentationData, device: torch.device,
+                   val_on_device: bool = True) -> tuple[DeviceLoader, DeviceLoader | None]:
+    """(train, val) device loaders with the same batch sizes and drop-last rule as `build_loaders`.
+    `val_on_device=False` (val images validated in tiles, seg.sliding): val is None, the caller keeps it on the host."""
     t, tf = cfg.train, cfg.transforms
     min_side = tf.crop_size if tf.crop_mode == "random" else 0
     train_split = cached_stack(data.train, tf, device, min_side, "train")
-    val_split = cached_stack(data.val, tf, device, 0, "val")
     train = DeviceLoader(train_split, t.batch_size, seed=t.seed, augment=tf, shuffle=True,
                          drop_last=len(train_split) > t.batch_size)
-    val = DeviceLoader(val_split, t.eval_batch_size, seed=t.seed)
+    if not val_on_device:
+        _STORE.pop("val", None)
+        return train, None
+    val = DeviceLoader(cached_stack(data.val, tf, device, 0, "val"), t.eval_batch_size, seed=t.seed)
     return train, val

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
 from seg.config import Config, DataConfig, TransformConfig
-from seg.data import SegmentationData, Split, load_dataset
+from seg.data import SPEC_FILE, SegmentationData, Split, load_dataset, read_dataset_spec
 from seg.transforms import FiveCropTrain, Pipeline, build_eval_transform, build_train_transform, pad_collate
 
 
@@ -21,7 +21,8 @@ def resolve_dataset(cfg: DataConfig) -> SegmentationData:
         root = default_dataset_root(seed=cfg.synth_seed, n_train=cfg.synth_train, n_val=cfg.synth_val)
     else:
         root = cfg.root
-    return load_dataset(root, cfg.num_classes, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed)
+    return load_dataset(root, cfg.num_classes, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed,
+                        scale=cfg.scale)
 
 
 class SegDataset(Dataset):
@@ -69,19 +70,26 @@ def read_classes_file(root: str | Path) -> tuple[str, ...] | None:
 
 
 def class_names(cfg: DataConfig) -> tuple[str, ...]:
-    """`data.class_names`, else ROOT/classes.txt, else the embedded dataset's names, else the indices."""
+    """`data.class_names`, else ROOT/classes.txt, else ROOT/dataset.toml's classes, else the embedded dataset's
+    names, else the indices. When classes.txt and dataset.toml both name the classes they must agree."""
     if cfg.class_names is not None:
         return cfg.class_names
     if cfg.root is None:
         from seg.synth import CLASSES
 
         return tuple(CLASSES)
-    names = read_classes_file(cfg.root)
+    from_file = read_classes_file(cfg.root)
+    from_spec = read_dataset_spec(cfg.root).class_names
+    if from_file is not None and from_spec is not None and from_file != from_spec:
+        raise ValueError(f"{Path(cfg.root) / CLASSES_FILE} names {list(from_file)} but {Path(cfg.root) / SPEC_FILE} "
+                         f"names {list(from_spec)}; expected one list of classes (delete one, or make them agree)")
+    names = from_file if from_file is not None else from_spec
     if names is None:
         return tuple(str(i) for i in range(cfg.num_classes))
     if len(names) != cfg.num_classes:
-        raise ValueError(f"{Path(cfg.root) / CLASSES_FILE} names {len(names)} classes but num_classes is "
-                         f"{cfg.num_classes}; expected one line per class")
+        where = Path(cfg.root) / (CLASSES_FILE if from_file is not None else SPEC_FILE)
+        raise ValueError(f"{where} names {len(names)} classes but num_classes is "
+                         f"{cfg.num_classes}; expected one name per class")
     return names
 
 

@@ -2,6 +2,8 @@
 
 - `estimate_training_memory(cfg, h, w)`: weights, gradients, optimizer state and the activations
   autograd keeps, counted from the model's own layers on the meta device (no memory, no compute).
+- `estimate_validation_memory(cfg, h, w)`: validating one HxW image after training steps (the model's
+  state stays allocated; the forward is sized by `seg.sliding`: whole, or tiles).
 - `probe_training_memory(cfg, h, w, device)`: one real training step on a CUDA device, its peak.
 - `memory_limit(device, limit_gb)`: what a trial may use (the device's free memory, or a given cap).
 - `check_training_memory(cfg, data, device, limit)`: all of the above as one verdict before a trial.
@@ -23,6 +25,7 @@ from seg.gpu_data import clear_device_data
 from seg.model import UNet, build_unet
 from seg.optim import build_optimizer
 from seg.runtime import MODEL_CACHE, precision_for
+from seg.sliding import model_input_size, tiling_for, window_starts
 from seg.train import train_step
 
 GiB = 1024 ** 3
@@ -64,10 +67,62 @@ def estimate_training_memory(cfg: Config, height: int, width: int, amp: bool) ->
     model(torch.empty(1, cfg.model.in_channels, height, width, device="meta"))  # (1, C, H, W)
     for h in handles:
         h.remove()
-    momentum = cfg.train.optimizer in ("sgd", "rmsprop") and cfg.train.momentum > 0
-    state = OPTIMIZER_STATE[cfg.train.optimizer] if cfg.train.optimizer in ("adam", "adamw") else int(momentum)
-    return MemoryEstimate(weights=4 * n_params, gradients=4 * n_params, optimizer=4 * n_params * state,
+    return MemoryEstimate(weights=4 * n_params, gradients=4 * n_params, optimizer=4 * n_params * _state_copies(cfg),
                           activations=saved * cfg.train.batch_size)
+
+
+def _state_copies(cfg: Config) -> int:
+    momentum = cfg.train.optimizer in ("sgd", "rmsprop") and cfg.train.momentum > 0
+    return OPTIMIZER_STATE[cfg.train.optimizer] if cfg.train.optimizer in ("adam", "adamw") else int(momentum)
+
+
+def inference_activation_bytes(cfg: Config, height: int, width: int, amp: bool) -> int:
+    """Peak activation bytes of one forward without gradients at batch 1: the skip tensors the UNet keeps
+    until its decoder uses them, plus four of its largest layer outputs (a layer's input and output, the
+    concatenation and a temporary), counted on the meta device."""
+    with torch.device("meta"):
+        model = UNet(cfg.model)
+    skips, largest = 0, 0
+
+    def skip_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal skips
+        skips += output.numel()
+
+    def leaf_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal largest
+        largest = max(largest, output.numel())
+
+    handles = [m.register_forward_hook(skip_hook) for m in model.encoders]
+    handles += [m.register_forward_hook(leaf_hook) for m in model.modules() if not list(m.children())]
+    model.eval()
+    model(torch.empty(1, cfg.model.in_channels, height, width, device="meta"))  # (1, C, H, W)
+    for h in handles:
+        h.remove()
+    return (skips + 4 * largest) * (2 if amp else 4)
+
+
+def estimate_validation_memory(cfg: Config, height: int, width: int, amp: bool) -> int:
+    """Peak bytes of validating one decoded (height, width) image between training epochs: the weights,
+    gradients and optimizer state stay allocated; one forward as `seg.sliding` sizes it (a group of whole
+    images, or a group of tiles); and per pixel of what is run at once the float image, the logits (summed,
+    blended and log-softmaxed for the loss), the blend weights and the argmax."""
+    tiling = tiling_for(cfg)
+    h, w = model_input_size(height, width, cfg)
+    if tiling.needs_tiles(h, w):
+        th, tw = min(tiling.tile, h), min(tiling.tile, w)
+        n_tiles = len(window_starts(h, th, tiling.overlap)) * len(window_starts(w, tw, tiling.overlap))
+        forward = min(tiling.tiles_per_forward, n_tiles) * inference_activation_bytes(cfg, th, tw, amp)
+        buffer_pixels = h * w  # one image at a time
+    else:
+        group = tiling.batch_slices(cfg.train.eval_batch_size, h, w)[0]
+        images = group.stop - group.start
+        forward = images * inference_activation_bytes(cfg, h, w, amp)
+        buffer_pixels = images * h * w
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in UNet(cfg.model).parameters())
+    state = 4 * n_params * (2 + _state_copies(cfg))  # weights, gradients, optimizer state
+    per_pixel = 3 * 4 + 3 * cfg.model.num_classes * 4 + 4 + 8
+    return int((state + forward + buffer_pixels * per_pixel) * OVERHEAD)
 
 
 def probe_training_memory(cfg: Config, height: int, width: int, device: torch.device) -> int:
@@ -131,7 +186,8 @@ class MemoryVerdict:
 
 
 def check_training_memory(cfg: Config, data: SegmentationData, device: torch.device, limit: int) -> MemoryVerdict:
-    """Estimate (and on CUDA probe) one training step against `limit` bytes, before any training."""
+    """Estimate (and on CUDA probe) one training step, and estimate validation of the largest val image,
+    against `limit` bytes, before any training."""
     h, w = training_input_size(cfg, data)
     amp = precision_for(cfg.train, device).amp_dtype is not None
     estimate = estimate_training_memory(cfg, h, w, amp).total
@@ -139,6 +195,15 @@ def check_training_memory(cfg: Config, data: SegmentationData, device: torch.dev
     if estimate > limit:
         return MemoryVerdict(estimate, refused=f"estimated peak {estimate / GiB:.2f} GiB for {where} exceeds the "
                                                f"{limit / GiB:.2f} GiB available (rejected before training)")
+    if len(data.val):
+        vh, vw = max(((img.shape[-2], img.shape[-1]) for img in data.val.images), key=lambda s: s[0] * s[1])
+        val_estimate = estimate_validation_memory(cfg, vh, vw, amp)
+        if val_estimate > limit:
+            return MemoryVerdict(val_estimate, refused=(
+                f"estimated peak {val_estimate / GiB:.2f} GiB for validating the largest val image ({vh}x{vw}) on "
+                f"{device} exceeds the {limit / GiB:.2f} GiB available (rejected before training; "
+                "train.eval_max_pixels sets the size validated in one piece)"))
+        estimate = max(estimate, val_estimate)
     if device.type != "cuda":
         return MemoryVerdict(estimate)
     peak, oom = None, False

@@ -4,8 +4,9 @@
 
 Writes `<stem>.png` (palette PNG of class indices) and `<stem>_overlay.png` per input image, and
 `classes-legend.png` / `classes-legend.json`: each class's colour and name.
-Images of any size work: they are resized by the config's resize policy (if any), padded to a
-multiple of 2**(depth-1), and tiled with a sliding window when a side exceeds `--max-side`.
+Images of any size work: they are resized as the model's training data was (the config's resize
+policy, else its `data.scale`), run whole or in Gaussian-blended tiles of the training crop by the
+same rule as validation (`seg.sliding`), and the logits are resized back to the image's own size.
 """
 
 from __future__ import annotations
@@ -19,29 +20,46 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF  # v2's uint8 resize, as seg.data and v2.Resize use
 
 from seg.checkpoint import Checkpoint, load_checkpoint
 from seg.data import IGNORE_INDEX, IMAGE_SUFFIXES, decode_image
 from seg.model import UNet
 from seg.runtime import resolve_device
+from seg.sliding import Tiling, tiling_for
 from seg.transforms import Normalize
-
-DEFAULT_MAX_SIDE = 1024
 
 
 class Predictor:
-    """A loaded model plus its preprocessing; `predict(image)` gives a (H, W) uint8 label map."""
+    """A loaded model plus its preprocessing; `predict(image)` gives a (H, W) uint8 label map.
 
-    def __init__(self, ckpt: Checkpoint, device: str = "auto", tta: bool = False, max_side: int = DEFAULT_MAX_SIDE):
+    `max_side`: None runs each input whole or in tiles by the validation rule of the model's config
+    (`seg.sliding`); a number runs inputs of more than max_side x max_side pixels in tiles of that side."""
+
+    def __init__(self, ckpt: Checkpoint, device: str = "auto", tta: bool = False, max_side: int | None = None):
         self.ckpt = ckpt
         self.device = resolve_device(device)
         self.model: UNet = ckpt.build_model().to(self.device)
         self.norm = Normalize(ckpt.mean, ckpt.std).to(self.device)
-        self.resize = ckpt.config.transforms.resize
-        self.divisor = ckpt.config.model.size_divisor
+        cfg = ckpt.config
+        self.resize = cfg.transforms.resize
+        self.scale = cfg.data.scale
+        self.divisor = cfg.model.size_divisor
         self.tta = tta
-        # Tiles are a multiple of the divisor so no tile needs internal padding.
-        self.tile = max(self.divisor, (max_side // self.divisor) * self.divisor)
+        if max_side is None:
+            self.tiling = tiling_for(cfg)
+        else:  # tiles are a multiple of the divisor so no tile needs internal padding
+            self.tiling = Tiling(max_side * max_side, max(self.divisor, (max_side // self.divisor) * self.divisor))
+
+    def input_size(self, h: int, w: int) -> tuple[int, int]:
+        """(H, W) the model runs at for an HxW image: the resize policy, else the size scaled by data.scale
+        (as the training images were at decode), else the image's own."""
+        if self.resize is not None:
+            return tuple(self.resize)
+        if self.scale != 1.0:
+            return max(1, round(h * self.scale)), max(1, round(w * self.scale))
+        return h, w
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs) -> Predictor:
@@ -49,14 +67,16 @@ class Predictor:
 
     @torch.no_grad()
     def logits(self, image: torch.Tensor) -> torch.Tensor:
-        """uint8 (3, H, W) -> float logits (K, H, W) at the image's own size."""
+        """uint8 (3, H, W) -> float logits (K, H, W) at the image's own (original) size."""
         h, w = image.shape[-2:]
-        x = self.norm(image.unsqueeze(0).to(self.device))  # (1, 3, H, W)
-        if self.resize is not None:
-            x = F.interpolate(x, size=tuple(self.resize), mode="bilinear", align_corners=False, antialias=True)
-        out = self._tiled(x)
+        size = self.input_size(h, w)
+        x = image.unsqueeze(0).to(self.device)  # uint8 (1, 3, H, W)
+        if size != (h, w):  # the uint8 resize the training images had (data.scale at decode, or the resize policy)
+            x = TF.resize(x, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
+        x = self.norm(x)  # float (1, 3, h', w')
+        out = self._forward(x)  # (1, K, h', w')
         if self.tta:
-            out = (out + self._tiled(x.flip(-1)).flip(-1)) / 2
+            out = (out + self._forward(x.flip(-1)).flip(-1)) / 2
         if out.shape[-2:] != (h, w):
             out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
         return out[0]
@@ -64,27 +84,9 @@ class Predictor:
     def predict(self, image: torch.Tensor) -> torch.Tensor:
         return self.logits(image).argmax(0).to(torch.uint8).cpu()  # (H, W)
 
-    def _tiled(self, x: torch.Tensor) -> torch.Tensor:
-        """Whole-image forward, or an overlapping sliding window with averaged logits."""
-        _, _, h, w = x.shape
-        if max(h, w) <= self.tile:
-            return self.model(x).float()
-        tile, stride = self.tile, self.tile // 2
-        out = torch.zeros((1, self.ckpt.config.model.num_classes, h, w), device=x.device)
-        hits = torch.zeros((1, 1, h, w), device=x.device)
-        for top in _starts(h, tile, stride):
-            for left in _starts(w, tile, stride):
-                patch = x[..., top: top + tile, left: left + tile]
-                out[..., top: top + tile, left: left + tile] += self.model(patch).float()
-                hits[..., top: top + tile, left: left + tile] += 1
-        return out / hits
-
-
-def _starts(size: int, tile: int, stride: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile, stride))
-    return starts + [size - tile]
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Whole-image forward, or Gaussian-blended overlapping tiles (seg.sliding), float logits."""
+        return self.tiling.logits(self.model, x)
 
 
 def palette(num_classes: int) -> list[int]:
@@ -179,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
     p.add_argument("--device", default="auto")
-    p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="tile images larger than this")
+    p.add_argument("--max-side", type=int, help="run images of more than SIDE x SIDE pixels in SIDE-px tiles "
+                   "(default: whole up to the model's train.eval_max_pixels, else tiles of its training crop)")
     args = p.parse_args(argv)
     predictor = Predictor.from_path(args.checkpoint, device=args.device, tta=args.tta, max_side=args.max_side)
     written = predict_files(predictor, iter_inputs(args.inputs), args.out)

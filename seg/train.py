@@ -23,7 +23,7 @@ from torch import nn
 
 from seg.checkpoint import save_checkpoint
 from seg.config import Config, load_config
-from seg.data import IGNORE_INDEX, SegmentationData
+from seg.data import IGNORE_INDEX, DatasetSpec, SegmentationData
 from seg.gpu_data import device_data_decision, device_loaders
 from seg.loaders import build_loaders, class_names, resolve_dataset
 from seg.losses import LossFn, build_loss, masked_cross_entropy
@@ -36,6 +36,7 @@ from seg.runtime import (
     resolve_device,
     seed_everything,
 )
+from seg.sliding import Tiling, any_needs_tiles, tiling_for
 from seg.transforms import Normalize
 
 # Host syncs for the non-finite check: every step on CPU (free), every N steps on CUDA.
@@ -77,6 +78,7 @@ class FitResult:
     data_on_device: bool = False  # True: data stacked on the device and augmented there (seg.gpu_data)
     data_placement: str = ""  # why the data is where it is
     compiled_model_reused: bool = False  # True: a cached compiled model was reused (no compilation)
+    spec: DatasetSpec | None = None  # the data's resolved label conventions, stored in the checkpoint
 
 
 EpochCallback = Callable[[EpochResult], bool | None]
@@ -96,10 +98,23 @@ def fit(cfg: Config, data: SegmentationData | None = None, on_epoch_end: EpochCa
     prec = precision_for(cfg.train, device)
     with MODEL_CACHE.lease(cfg.model, prec, cfg.train.compile) as (model, step_model, reused):
         on_device, placement = device_data_decision(cfg, data, device, data_on_device)
-        result = FitResult(data_on_device=on_device, data_placement=placement, compiled_model_reused=reused)
-        loaders = device_loaders(cfg, data, device) if on_device else build_loaders(cfg, data,
-                                                                                   pin_memory=device.type == "cuda")
-        return _fit_loop(cfg, data, model, step_model, prec, loaders, result, on_epoch_end)
+        result = FitResult(data_on_device=on_device, data_placement=placement, compiled_model_reused=reused,
+                           spec=data.spec)
+        return _fit_loop(cfg, data, model, step_model, prec, _loaders(cfg, data, device, on_device), result,
+                         on_epoch_end)
+
+
+def _loaders(cfg: Config, data: SegmentationData, device: torch.device, on_device: bool) -> Loaders:
+    """(train, val) loaders. Val images that need tiles (seg.sliding) stay on the host, batch by batch,
+    even when the training data is stacked on the device: stacked whole they could fill it."""
+    pin = device.type == "cuda"
+    if not on_device:
+        return build_loaders(cfg, data, pin_memory=pin)
+    tiled_val = any_needs_tiles(((img.shape[-2], img.shape[-1]) for img in data.val.images), cfg)
+    train, val = device_loaders(cfg, data, device, val_on_device=not tiled_val)
+    if val is None:
+        val = build_loaders(cfg, data, pin_memory=pin)[1]
+    return train, val
 
 
 def _fit_loop(cfg: Config, data: SegmentationData, model: nn.Module, step_model: nn.Module, prec: Precision,
@@ -120,8 +135,8 @@ def _fit_loop(cfg: Config, data: SegmentationData, model: nn.Module, step_model:
         train_s = time.perf_counter() - start
         # Eager model for validation: whole images of varying sizes would make a compiled model
         # recompile per shape; it shares the compiled one's weights. The val loss is plain CE whatever
-        # train.loss is, so it compares across trials.
-        val_loss, scores = evaluate(model, norm, val_loader, prec, cfg.model.num_classes)
+        # train.loss is, so it compares across trials. Large images run in tiles (seg.sliding).
+        val_loss, scores = evaluate(model, norm, val_loader, prec, cfg.model.num_classes, tiling_for(cfg))
         schedule.after_epoch(scores.miou)
         record = EpochResult(epoch, train_loss, val_loss, scores.miou, scores.pixel_accuracy, scores.iou,
                              optimizer.param_groups[0]["lr"], time.perf_counter() - start, train_s, data_s,
@@ -197,19 +212,25 @@ def _raise_if_nonfinite(bad: torch.Tensor, step: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, norm: Normalize, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], prec: Precision,
-             num_classes: int) -> tuple[float, SegScores]:
-    """Val loss and scores from one confusion matrix over the whole loader."""
+             num_classes: int, tiling: Tiling | None = None) -> tuple[float, SegScores]:
+    """Val loss and scores from one confusion matrix over the whole loader.
+
+    `tiling` sizes each forward (seg.sliding): a batch over its pixel limit runs in groups of images,
+    and an image over it in Gaussian-blended tiles; None runs every batch whole."""
     model.eval()
     cm = ConfusionMatrix(num_classes, IGNORE_INDEX, device=prec.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=prec.device)
     pixels = torch.zeros((), dtype=torch.int64, device=prec.device)
-    for images, masks in loader:
-        x, y = to_device(images, masks, norm, prec)
-        with prec.autocast():
-            logits = model(x)  # (B, K, H, W)
-        loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
-        pixels += (y != IGNORE_INDEX).sum()
-        cm.update(y, logits.argmax(1))
+    for batch_images, batch_masks in loader:
+        n, _, h, w = batch_images.shape
+        # Normalise group by group: a whole batch of large images in float could not fit either.
+        for part in tiling.batch_slices(n, h, w) if tiling is not None else [slice(0, n)]:
+            x, y = to_device(batch_images[part], batch_masks[part], norm, prec)
+            with prec.autocast():
+                logits = tiling.logits(model, x) if tiling is not None else model(x)  # (b, K, H, W)
+            loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
+            pixels += (y != IGNORE_INDEX).sum()
+            cm.update(y, logits.argmax(1))
     return (loss_sum / pixels.clamp(min=1)).item(), cm.compute()
 
 
@@ -219,7 +240,7 @@ def save_result(path: str | Path, cfg: Config, result: FitResult, names: tuple[s
         raise ValueError("no epoch finished, so there are no weights to save")
     best = result.history[result.best_epoch]
     return save_checkpoint(path, result.best_state, cfg, result.mean, result.std, names,
-                           metrics={"val_miou": best.val_miou, "epoch": best.epoch})
+                           metrics={"val_miou": best.val_miou, "epoch": best.epoch}, spec=result.spec)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from seg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from seg.config import Config, DataConfig, ModelConfig, TransformConfig
-from seg.data import decode_image
+from seg.data import decode_image, load_labelled_folder
 from seg.model import build_unet
 from seg.predict import Predictor, iter_inputs, main, predict_files
 from seg.transforms import Normalize
@@ -139,6 +139,31 @@ def test_tta_with_sliding_window_and_resize(resize_ckpt_path):
     pred = Predictor.from_path(resize_ckpt_path, device="cpu", tta=True, max_side=16)
     logits = pred.logits(_image(41, 27))
     assert logits.shape == (K, 41, 27) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("scale, size", [(0.5, (41, 60)), (0.25, (37, 53)), (0.3, (3, 90))])
+def test_data_scale_predicts_at_the_original_resolution(tmp_path, scale, size):
+    """The model runs on the image as training decoded it (data.scale); logits and labels come back at the
+    original size: the model's logits upsampled."""
+    path = _save(tmp_path / "scaled.pt", _config().replace(data={"scale": scale}))
+    pred = Predictor.from_path(path, device="cpu")
+    seen = InputSizes(pred.model)
+    # A photo, and the same photo decoded from a labelled folder at this scale: what training saw.
+    for sub in ("images", "labels"):
+        (tmp_path / "folder" / sub).mkdir(parents=True)
+    photo = tmp_path / "folder" / "images" / "x.png"
+    Image.fromarray(_image(*size, seed=4).permute(1, 2, 0).numpy()).save(photo)
+    Image.fromarray(np.zeros(size, np.uint8)).save(tmp_path / "folder" / "labels" / "x.png")
+    decoded = load_labelled_folder(tmp_path / "folder", K, scale=scale).images[0]  # uint8 (3, h, w)
+    image = decode_image(photo)  # uint8 (3, H, W), as seg.predict reads it
+    logits = pred.logits(image)
+    assert logits.shape == (K, *size) and pred.predict(image).shape == size
+    assert seen.sizes[0] == tuple(decoded.shape[-2:]) != size
+    model = load_checkpoint(path).build_model()
+    with torch.no_grad():
+        small = model(Normalize(MEAN, STD)(decoded[None]))  # (1, K, h, w)
+    expected = torch.nn.functional.interpolate(small, size=size, mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(logits, expected)
 
 
 @pytest.fixture()

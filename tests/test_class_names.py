@@ -74,3 +74,17 @@ def test_metric_names_are_what_mlflow_accepts_and_stay_distinct(tmp_path):
     run = client.create_run(client.create_experiment("names"))
     client.log_batch(run.info.run_id, metrics=[Metric(f"iou/{n}", 0.5, 0, 0) for n in safe])
     assert set(client.get_run(run.info.run_id).data.metrics) == {f"iou/{n}" for n in safe}
+
+
+def test_dataset_toml_names_are_the_fallback_and_must_agree_with_classes_txt(tmp_path):
+    root = _root(tmp_path, None)
+    (root / "dataset.toml").write_text('classes = ["sky", "road"]\n')
+    assert class_names(DataConfig(root=str(root), num_classes=2)) == ("sky", "road")
+    with pytest.raises(ValueError, match="names 2 classes but num_classes is 3") as info:
+        class_names(DataConfig(root=str(root), num_classes=3))
+    assert str(root / "dataset.toml") in str(info.value)
+    (root / "classes.txt").write_text("sky\nroad\n")
+    assert class_names(DataConfig(root=str(root), num_classes=2)) == ("sky", "road")
+    (root / "classes.txt").write_text("road\nsky\n")
+    with pytest.raises(ValueError, match="expected one list of classes"):
+        class_names(DataConfig(root=str(root), num_classes=2))

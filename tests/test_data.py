@@ -619,7 +619,7 @@ def test_cache_returns_same_object_without_decoding(tmp_path: Path, monkeypatch:
     import seg.data.dataset as loader  # where load_dataset looks the decoders up
 
     monkeypatch.setattr(loader, "decode_image", fail)
-    monkeypatch.setattr(loader, "decode_label", fail)
+    monkeypatch.setattr(loader, "read_label", fail)
     assert load_dataset(tmp_path, num_classes=2) is first
     assert load_dataset(str(tmp_path / "train" / ".."), num_classes=2) is first  # same resolved root
 

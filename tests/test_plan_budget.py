@@ -10,7 +10,7 @@ import pytest
 import tomllib
 
 from search.plan.budget import MIN_TRIALS, expected_epochs, plan_budget
-from search.plan.capacity import BASE_LADDER, CPU_EPOCHS_OF_LARGEST
+from search.plan.capacity import BASE_LADDER, CPU_EPOCHS_OF_LARGEST, WIDTH_FLOOR
 from search.plan.command import main as plan_main
 from search.plan.planner import PlanRequest, make_plan
 from search.study.definition import load_study
@@ -91,8 +91,8 @@ def test_cpu_widths_are_bounded_by_measured_time(plan_datasets):
     root = plan_datasets["tiny"]
     roomy = make_plan(PlanRequest(data=str(root), device="cpu", hours=0.3))
     _check_time_bound(roomy, 0.3)
-    # A budget whose bound is a few epochs of the narrowest rung, as measured just now.
-    narrow_epoch = roomy.fingerprint["capacity"]["largest_config_cost_by_base"][str(BASE_LADDER[0])]
+    # A budget whose bound is a few epochs of the narrowest rung (the CPU's width floor), as measured just now.
+    narrow_epoch = roomy.fingerprint["capacity"]["largest_config_cost_by_base"][str(WIDTH_FLOOR["cpu"])]
     hours = 8 * narrow_epoch * CPU_EPOCHS_OF_LARGEST / 3600
     _check_time_bound(make_plan(PlanRequest(data=str(root), device="cpu", hours=hours)), hours)
 

@@ -39,12 +39,15 @@ def parse_args(argv: list[str] | None) -> tuple[PlanRequest, Path | None]:
     budget.add_argument("--hours", type=float, help=f"time budget of the whole search (default {DEFAULT_HOURS:g})")
     budget.add_argument("--total-epochs", type=int, help="budget as epochs trained in all, instead of --hours")
     p.add_argument("--ram-gb", type=float, help="memory for the decoded dataset (default: what is available)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes the study will run with "
+                                                          "(search.run --workers N): each decodes its own copy")
     p.add_argument("--name", help="the study's name (default: plan-<dataset folder>)")
     p.add_argument("--out", type=Path, help="the study file to write (default: studies/<name>.toml)")
     args = p.parse_args(argv)
     try:
         req = PlanRequest(data=args.data, device=args.device, memory_gb=args.memory_gb, hours=args.hours,
-                          total_epochs=args.total_epochs, ram_gb=args.ram_gb, name=args.name)
+                          total_epochs=args.total_epochs, ram_gb=args.ram_gb, name=args.name,
+                          workers=args.workers)
     except PlanError as err:
         p.error(str(err))
     return req, args.out

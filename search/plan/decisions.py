@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The study file's tables, in the order the plan writes them.
-TABLES = ("study", "data", "budget", "sampler", "pruner", "space.model", "space.train", "space.transforms")
+TABLES = ("study", "data", "budget", "sampler", "pruner", "space.model", "space.train", "space.transforms",
+          "baseline.params")
 
 
 class PlanError(ValueError):

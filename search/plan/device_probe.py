@@ -1,9 +1,11 @@
 """The device a plan is for, and what a configuration costs on it.
 
-- On a device that is here (the CPU, or a CUDA device that is present): seconds per training image,
-  measured with real training steps at the configuration's batch size: a warm-up step, then the
-  fastest of two to five (more while steps are short), since other work on a shared machine can
-  slow any single step several times over.
+- On a device that is here (the CPU, or a CUDA device that is present): seconds per training sample,
+  measured with real training steps at the configuration's batch size as `fit` runs them (the
+  batched augmentations on uint8 data, normalisation, the loss, the step): a warm-up step, then the
+  median of two to five (more while steps are short); and seconds per validated megapixel, timed
+  the same way with an eval forward, the loss and the confusion matrix. The median, not the
+  fastest: the fastest step predicted 15 s an epoch where trials took 21-31 s (issue 24).
 - For a CUDA device that is not here (`--device cuda --memory-gb G` on a CPU machine): the seconds
   are estimated from the model's FLOPs at an assumed throughput, and said to be.
 - Memory: `seg.memory`'s estimate of one training step (under AMP on CUDA), no probe needed.
@@ -11,19 +13,28 @@
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from search.plan.decisions import PlanError
-from seg.config import Config
+from search.plan.epoch_time import EPOCH_FIXED_S, EpochTimeModel, Probe, gflops_per_mpixel, model_gflops
+from seg.batch_augment import BatchAugment
+from seg.config import Config, TransformConfig
+from seg.data import IGNORE_INDEX
+from seg.losses import build_loss
 from seg.memory import GiB, estimate_training_memory, memory_limit, release_device_memory
+from seg.metrics import ConfusionMatrix
 from seg.model import build_unet, forward_flops
 from seg.optim import build_optimizer
 from seg.runtime import precision_for, resolve_device
 from seg.train import train_step
+from seg.transforms import Normalize
 
 # Effective training throughput assumed for a CUDA device that is not here to measure (bf16 on a
 # data-centre GPU reaches several times this; a plan from it is a starting point, not a measurement).
@@ -64,11 +75,12 @@ def device_spec(device: str, memory_gb: float | None = None) -> DeviceSpec:
 
 
 class StepCost:
-    """Seconds per training image and bytes per training step of configurations on one device."""
+    """Seconds per training sample (data path, step and loss) and per validated megapixel of configurations
+    on one device, and bytes per training step."""
 
     def __init__(self, spec: DeviceSpec) -> None:
         self.spec = spec
-        self.measured: dict[Any, float] = {}
+        self.measured: dict[Any, tuple[float, float]] = {}  # (model, batch, hw, loss) -> (train s/sample, eval s/Mpx)
 
     @property
     def how(self) -> str:
@@ -76,13 +88,24 @@ class StepCost:
             return f"measured on {self.spec.label}"
         return f"estimated from FLOPs at an assumed {ASSUMED_CUDA_FLOPS / 1e12:g} TFLOP/s ({self.spec.label})"
 
-    def seconds_per_image(self, cfg: Config, hw: tuple[int, int]) -> float:
-        if not self.spec.present:
-            return STEP_FORWARDS * forward_flops(cfg.model, *hw) / ASSUMED_CUDA_FLOPS
-        key = (cfg.model, cfg.train.batch_size, hw)
+    def _costs(self, cfg: Config, hw: tuple[int, int]) -> tuple[float, float]:
+        key = (cfg.model, cfg.train.batch_size, hw, cfg.train.loss)
         if key not in self.measured:
-            self.measured[key] = _measure(cfg, hw, resolve_device(self.spec.kind))
+            if self.spec.present:
+                self.measured[key] = _measure(cfg, hw, resolve_device(self.spec.kind))
+            else:
+                forward = forward_flops(cfg.model, *hw)
+                self.measured[key] = (STEP_FORWARDS * forward / ASSUMED_CUDA_FLOPS,
+                                      forward / ASSUMED_CUDA_FLOPS / (hw[0] * hw[1] / 1e6))
         return self.measured[key]
+
+    def seconds_per_image(self, cfg: Config, hw: tuple[int, int]) -> float:
+        """One training sample: augmentation, normalisation, forward, loss, backward and optimizer step."""
+        return self._costs(cfg, hw)[0]
+
+    def eval_seconds_per_mpixel(self, cfg: Config, hw: tuple[int, int]) -> float:
+        """One validated megapixel: forward, loss, argmax and confusion matrix."""
+        return self._costs(cfg, hw)[1]
 
     def training_bytes(self, cfg: Config, hw: tuple[int, int]) -> int:
         return estimate_training_memory(cfg, *hw, amp=self.spec.kind == "cuda").total
@@ -90,31 +113,85 @@ class StepCost:
     def records(self) -> list[dict[str, Any]]:
         """The probes taken, for the plan's fingerprint."""
         return [{"depth": m.depth, "base_channels": m.base_channels, "max_channels": m.max_channels, "batch": b,
-                 "input": list(hw), "seconds_per_image": round(s, 6)} for (m, b, hw), s in self.measured.items()]
+                 "input": list(hw), "loss": loss, "seconds_per_image": round(s, 6),
+                 "eval_seconds_per_mpixel": round(e, 6)}
+                for (m, b, hw, loss), (s, e) in self.measured.items()]
+
+    def time_model(self) -> EpochTimeModel:
+        """The probes fitted as a model of any configuration's epoch (see `search.plan.epoch_time`)."""
+        train, evals = [], []
+        for (m, _, hw, _), (s, e) in self.measured.items():
+            train.append(Probe(model_gflops(m, *hw), hw[0] * hw[1] / 1e6, s))
+            evals.append(Probe(gflops_per_mpixel(m), 1.0, e))
+        return EpochTimeModel.fit(self.spec.kind, train, evals)
 
 
-def _measure(cfg: Config, hw: tuple[int, int], device: torch.device) -> float:
+def _probe_transforms(hw: tuple[int, int]) -> TransformConfig:
+    """The sampled augmentations at the middle of the planned ranges: every op runs, as in most trials."""
+    mode = "random" if hw[0] == hw[1] else "none"
+    return TransformConfig(crop_mode=mode, crop_size=max(8, hw[0]), hflip=0.5, rotation=7.5, color_jitter=0.1,
+                           scale_min=0.9, scale_max=1.1)
+
+
+def _measure(cfg: Config, hw: tuple[int, int], device: torch.device) -> tuple[float, float]:
+    """(training seconds per sample, validation seconds per megapixel), timed as `fit` runs them: the
+    batched data path (`seg.batch_augment`) on uint8 data, normalisation, the loss, the step; then an
+    eval forward with the loss, the argmax and the confusion matrix."""
     prec = precision_for(cfg.train, device)
     model = build_unet(cfg.model).to(device, memory_format=prec.memory_format).train()
     opt = build_optimizer(model.parameters(), cfg.train)
     scaler = torch.amp.GradScaler(device.type, enabled=prec.use_scaler)
-    batch = cfg.train.batch_size
-    x = torch.randn(batch, cfg.model.in_channels, *hw, device=device)  # (B, C, H, W)
-    y = torch.randint(0, cfg.model.num_classes, (batch, *hw), device=device)  # (B, H, W)
-    x = x.contiguous(memory_format=prec.memory_format)
-    times: list[float] = []
+    batch, k = cfg.train.batch_size, cfg.model.num_classes
+    gen = torch.Generator(device=device).manual_seed(0)
+    images = torch.randint(0, 256, (batch, 3, *hw), dtype=torch.uint8, device=device)  # (B, 3, H, W)
+    masks = torch.randint(0, k, (batch, *hw), dtype=torch.uint8, device=device)  # (B, H, W)
+    sizes = torch.tensor([hw] * batch, device=device)  # (B, 2)
+    augment = BatchAugment(_probe_transforms(hw), gen)
+    norm = Normalize((0.5,) * 3, (0.25,) * 3).to(device)
+    loss_fn = build_loss(cfg.train.loss, k, [masks[0].cpu()], device)
+
+    def step() -> None:
+        x, y = augment(images, masks, sizes)
+        x = norm(x).contiguous(memory_format=prec.memory_format)
+        loss = train_step(model, x, y.long(), opt, scaler, prec, loss_fn=loss_fn)
+        bool(torch.isfinite(loss))  # fit checks every step on a CPU: one host sync, as there
+
+    eval_batch = max(1, min(batch, cfg.train.eval_batch_size))
+    x_eval = norm(images[:eval_batch]).contiguous(memory_format=prec.memory_format)
+    y_eval = masks[:eval_batch].long()
+
+    @torch.no_grad()
+    def evaluate() -> None:
+        cm = ConfusionMatrix(k, IGNORE_INDEX, device=device)
+        with prec.autocast():
+            logits = model(x_eval)  # (B, K, H, W)
+        F.cross_entropy(logits.float(), y_eval, ignore_index=IGNORE_INDEX, reduction="sum")
+        cm.update(y_eval, logits.argmax(1))
+
     try:
-        train_step(model, x, y, opt, scaler, prec)  # the first step allocates and picks kernels: not timed
-        while len(times) < MAX_STEPS and (len(times) < MIN_STEPS or sum(times) < MIN_TIMED_S):
-            _sync(device)
-            start = time.perf_counter()
-            train_step(model, x, y, opt, scaler, prec)
-            _sync(device)
-            times.append(time.perf_counter() - start)
+        train_times = _timed(step, device)
+        model.eval()
+        eval_times = _timed(evaluate, device)
     finally:
-        model = opt = x = y = None  # drop the references before freeing
+        model = opt = images = masks = x_eval = y_eval = None  # drop the references before freeing
         release_device_memory(device)
-    return min(times) / batch
+    # The median step, not the fastest: trials share the machine as the probe does, and pay for it.
+    pixels = eval_batch * hw[0] * hw[1] / 1e6
+    return statistics.median(train_times) / batch, statistics.median(eval_times) / pixels
+
+
+def _timed(fn: Callable[[], None], device: torch.device) -> list[float]:
+    """Seconds of calls of `fn` after an untimed first (it allocates and picks kernels): at least
+    MIN_STEPS, up to MAX_STEPS until MIN_TIMED_S are timed."""
+    fn()
+    times: list[float] = []
+    while len(times) < MAX_STEPS and (len(times) < MIN_STEPS or sum(times) < MIN_TIMED_S):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def _sync(device: torch.device) -> None:
@@ -122,9 +199,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def epoch_seconds(cost: StepCost, cfg: Config, input_hw: tuple[int, int], samples: int, val_images: int,
-                  val_pixels: float) -> float:
-    """One epoch: `samples` training images at `input_hw`, then validation (forward only, at its own size)."""
-    per_image = cost.seconds_per_image(cfg, input_hw)
-    val = per_image / STEP_FORWARDS * val_images * val_pixels / (input_hw[0] * input_hw[1])
-    return per_image * samples + val
+def epoch_seconds(cost: StepCost, cfg: Config, input_hw: tuple[int, int], samples: int, val_pixels: float) -> float:
+    """One epoch as `fit` runs it: `samples` training samples at `input_hw` (data path, step, loss), then
+    validation of `val_pixels` pixels in all (whole images padded per batch, or tiles), then the epoch's
+    fixed cost."""
+    train = cost.seconds_per_image(cfg, input_hw) * samples
+    val = cost.eval_seconds_per_mpixel(cfg, input_hw) * val_pixels / 1e6
+    return train + val + EPOCH_FIXED_S

@@ -50,7 +50,7 @@ def render_toml(plan: Plan) -> str:
             if d.key is None:
                 lines.append(f"# {d.why}")
             else:
-                lines.append(f"{d.key} = {toml_value(d.value)}" + (f"  # {d.why}" if d.why else ""))
+                lines.append(f"{toml_key(d.key)} = {toml_value(d.value)}" + (f"  # {d.why}" if d.why else ""))
     return "\n".join(lines) + "\n"
 
 

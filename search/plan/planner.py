@@ -1,6 +1,7 @@
 """Plan a study for a dataset and a device, rule by rule: survey -> classes -> geometry -> memory ->
-loss -> capacity -> budget. Each rule returns decisions (a study-file key, its value and why);
-`search.plan.plan_toml` writes them as a study file, and the rest of the space is the usual one.
+loss -> capacity (with the width floor and `data.scale`) -> time model -> budget -> baseline. Each
+rule returns decisions (a study-file key, its value and why); `search.plan.plan_toml` writes them as
+a study file, and the rest of the space is the usual one.
 """
 
 from __future__ import annotations
@@ -9,11 +10,21 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from search.plan.baseline import plan_baseline
 from search.plan.budget import HYPERBAND_FROM, plan_budget
-from search.plan.capacity import Capacity, Sizing, plan_capacity, probe_config
+from search.plan.capacity import (
+    Capacity,
+    Sizing,
+    plan_capacity,
+    probe_config,
+    samples_of,
+    scale_decision,
+    val_pixels_of,
+)
 from search.plan.classes import plan_classes
 from search.plan.decisions import Decision, Plan, PlanError
-from search.plan.device_probe import StepCost, device_spec, epoch_seconds
+from search.plan.device_probe import StepCost, device_spec
+from search.plan.epoch_time import EpochTimeModel
 from search.plan.geometry import plan_geometry
 from search.plan.loss import plan_loss
 from search.plan.ram import GB, plan_ram
@@ -33,8 +44,11 @@ class PlanRequest:
     total_epochs: int | None = None
     ram_gb: float | None = None  # memory for the decoded dataset (default: what is available)
     name: str | None = None
+    workers: int = 1  # search.run --workers N: each process decodes its own copy of the dataset
 
     def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise PlanError(f"--workers {self.workers}: expected a positive number of worker processes")
         if self.hours is not None and self.total_epochs is not None:
             raise PlanError("give --hours or --total-epochs, not both")
         if self.hours is not None and not self.hours > 0:
@@ -64,43 +78,58 @@ def make_plan(req: PlanRequest, survey: Survey | None = None) -> Plan:
     classes = plan_classes(survey)
     geo = plan_geometry(survey)
     ram = plan_ram(survey, None if req.ram_gb is None else int(req.ram_gb * GB),
-                   "available" if req.ram_gb is None else f"given (--ram-gb {req.ram_gb:g})")
+                   "available" if req.ram_gb is None else f"given (--ram-gb {req.ram_gb:g})", workers=req.workers)
     loss = plan_loss(survey, classes.num_classes, classes.names)
     spec = device_spec(req.device, req.memory_gb)
     cost = StepCost(spec)
-    sizing = Sizing(classes.num_classes, len(survey.train_sizes) * (5 if geo.crop_mode == "five" else 1),
-                    len(survey.val_sizes))
-    cap = plan_capacity(geo, spec, cost, sizing, req.seconds)
-    epoch_s, epoch_why = _typical_epoch(cap, cost, sizing, spec.kind)
+    # The probes time the costliest loss the space may sample (Dice + CE when the loss is searched).
+    sizing = Sizing(classes.num_classes, samples_of(geo), len(survey.val_sizes),
+                    "ce" if loss.value == "ce" else "dice_ce")
+    cap = plan_capacity(survey, spec, cost, sizing, req.seconds, geo)
+    model, epoch_s, epoch_why = _typical_epoch(cap, cost, sizing, spec.kind)
     budget = plan_budget(epoch_s, epoch_why, seconds=req.seconds, total_epochs=req.total_epochs)
+    scale = scale_decision(cap, spec, req.seconds)
+    space = [*cap.geometry.decisions(), *cap.decisions, loss, *_usual_space(budget.max_epochs)]
     decisions = [
-        *_study_and_data(req, survey),
+        *_study_and_data(req, survey), *([scale] if scale else []),
         *classes.decisions, ram,
         *budget.decisions,
-        *cap.geometry.decisions(), *cap.decisions, loss,
-        *_usual_space(budget.max_epochs),
+        *space,
+        *plan_baseline(space),
     ]
     fingerprint = {**survey.fingerprint(), "device": {"kind": spec.kind, "label": spec.label, "here": spec.present,
                                                       "memory_bytes": spec.memory, "cost": cost.how},
                    "probes": cost.records(), "typical_epoch_seconds": round(epoch_s, 3),
+                   "time_model": model.to_dict(), "data_scale": cap.scale,
+                   "padded_train_images": cap.geometry.padded,
                    "capacity": {"bound": cap.bound, "unit": "bytes" if spec.kind == "cuda" else "epoch seconds",
+                                "width_floor": cap.floor, "traded": list(cap.traded),
                                 "largest_config_cost_by_base": {str(b): c for b, c in cap.costs}}}
-    return Plan(decisions, fingerprint, warnings=[*classes.warnings, *budget.warnings])
+    warnings = [*classes.warnings, *budget.warnings]
+    return Plan(decisions, fingerprint, warnings=warnings)
 
 
-def _typical_epoch(cap: Capacity, cost: StepCost, sizing: Sizing, device: str) -> tuple[float, str]:
-    """Mean epoch seconds of the smallest and the largest configurations in the space."""
+def _typical_epoch(cap: Capacity, cost: StepCost, sizing: Sizing, device: str) -> tuple[EpochTimeModel, float, str]:
+    """The fitted time model, and the mean epoch seconds of the space's configurations under it (every
+    depth, base width and cap; the smaller batch, which on a CPU costs a little more per image)."""
     low, high = cap.geometry.depth_range
-    # One batch size for both: on a CPU the smaller batch costs a little more per image (a cautious figure).
     batch = cap.batch_choices[0]
+    geo = cap.geometry
+    # The two ends are probed, so the model has the smallest and the largest configuration measured.
     ends = [probe_config(sizing, low, cap.base_choices[0], cap.max_choices[0], batch, device),
             probe_config(sizing, high, cap.base_choices[-1], cap.max_choices[-1], batch, device)]
-    geo = cap.geometry
-    small, large = (epoch_seconds(cost, c, geo.input_hw, sizing.samples, sizing.val_images, geo.val_pixels)
-                    for c in ends)
-    small = min(small, large)  # the smallest config cannot take longer: an inversion is a busy machine's noise
-    mean = (small + large) / 2
-    return mean, f"{mean:.1f} s an epoch (smallest config {small:.1f}, largest {large:.1f}), {cost.how}"
+    for cfg in ends:
+        cost.seconds_per_image(cfg, geo.input_hw)
+    model = cost.time_model()
+    val_pixels = val_pixels_of(geo, ends[0])
+    grid = [model.epoch_seconds(probe_config(sizing, d, b, max(c, b), batch, device).model, geo.input_hw,
+                                samples_of(geo), val_pixels)
+            for d in range(low, high + 1) for b in cap.base_choices for c in cap.max_choices]
+    mean = sum(grid) / len(grid)
+    small, large = min(grid), max(grid)
+    return model, mean, (f"{mean:.1f} s an epoch on average over the space (smallest config {small:.1f}, largest "
+                         f"{large:.1f}; training with the data path and loss, and validation of "
+                         f"{val_pixels / 1e6:.2g} Mpx), {cost.how}")
 
 
 def _study_and_data(req: PlanRequest, survey: Survey) -> list[Decision]:

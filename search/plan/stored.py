@@ -57,10 +57,11 @@ def stored_plan(storage: str, name: str) -> tuple[str, dict[str, Any]] | None:
 
 
 def planned_definition(data: str, storage: str, *, study_name: str | None, device: str, memory_gb: float | None,
-                       timeout: float | None, worker: bool, console: Console) -> StoredPlan:
-    """The stored plan of the study (resume), else a new plan for `data` on `device` (printed)."""
+                       timeout: float | None, worker: bool, console: Console, workers: int = 1) -> StoredPlan:
+    """The stored plan of the study (resume), else a new plan for `data` on `device` (printed); `workers`:
+    the processes `search.run --workers` starts (the RAM rule counts their copies of the dataset)."""
     req = PlanRequest(data=data, device="cuda" if device.startswith("cuda") else device, memory_gb=memory_gb,
-                      hours=(timeout / 3600) if timeout else DEFAULT_HOURS, name=study_name)
+                      hours=(timeout / 3600) if timeout else DEFAULT_HOURS, name=study_name, workers=max(1, workers))
     name = req.study_name
     path = plan_file(storage, name)
     stored = stored_plan(storage, name)

@@ -2,20 +2,33 @@
 
 One label PNG is decoded at a time (its shape is its image's size; `load_dataset` checks that the
 two agree before any trial), so a dataset too large for memory can still be planned, and refused
-with its figures. The survey is also logged as the plan's fingerprint (`plan/fingerprint.json`).
+with its figures. Labels are read through ROOT/dataset.toml and the binary-mask rule exactly as
+`load_dataset` reads them (`seg.data.conventions`). The survey is also logged as the plan's
+fingerprint (`plan/fingerprint.json`), with the resolved dataset spec.
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from seg.config import DataConfig
-from seg.data import IGNORE_INDEX, decode_label, discover_splits
+from seg.data import (
+    IGNORE_INDEX,
+    DatasetSpec,
+    Pair,
+    ValueTally,
+    discover_splits,
+    is_split_layout,
+    read_dataset_spec,
+    read_label,
+    resolve_spec,
+)
+from seg.data.conventions import binary_lut
 from seg.loaders import CLASSES_FILE, read_classes_file
 
 FLAT_VAL_FRACTION = 0.2  # the plan's val share for a flat images/ + labels/ folder
@@ -36,6 +49,8 @@ class Survey:
     val_values: frozenset[int]  # label values present in the validation labels
     class_file_names: tuple[str, ...] | None = None  # ROOT/classes.txt, when there is one
     embedded_names: tuple[str, ...] | None = None  # the embedded dataset's own class names
+    spec: DatasetSpec = field(default_factory=DatasetSpec)  # resolved: dataset.toml and the binary rule
+    tally: ValueTally | None = field(default=None, compare=False, repr=False)  # values per file; None: unknown
 
     @property
     def values(self) -> set[int]:
@@ -72,16 +87,17 @@ class Survey:
             "train_ignored_pixels": self.train_pixels[IGNORE_INDEX],
             "decoded_bytes": self.decoded_bytes(),
             "classes_file": self.class_file_names is not None,
+            "dataset_spec": self.spec.to_dict(),
         }
 
 
-def _read_labels(files: list[Path]) -> tuple[list[tuple[int, int]], torch.Tensor]:
-    sizes, counts = [], torch.zeros(256, dtype=torch.int64)
-    for path in files:
-        mask = decode_label(path, 255)  # every value 0..254 is a class here: the classes rule decides
-        sizes.append((int(mask.shape[0]), int(mask.shape[1])))
-        counts += torch.bincount(mask.reshape(-1).long(), minlength=256)
-    return sizes, counts
+def _read_labels(pairs: list[Pair], spec: DatasetSpec, split: str, tally: ValueTally) -> list[tuple[int, int]]:
+    sizes = []
+    for pair in pairs:
+        label = read_label(pair.label, spec)  # class values or 255, not yet checked: the classes rule decides
+        sizes.append((int(label.shape[0]), int(label.shape[1])))
+        tally.add(split, str(pair.label), np.bincount(label.ravel(), minlength=256))
+    return sizes
 
 
 def survey_dataset(root: str | Path | None, data: DataConfig | None = None) -> Survey:
@@ -91,18 +107,25 @@ def survey_dataset(root: str | Path | None, data: DataConfig | None = None) -> S
     if root is None:
         from seg.synth import CLASSES, default_dataset_root
 
-        folder = default_dataset_root(seed=data.synth_seed, n_train=data.synth_train, n_val=data.synth_val)
+        folder = Path(default_dataset_root(seed=data.synth_seed, n_train=data.synth_train, n_val=data.synth_val))
         embedded_names = tuple(CLASSES)
     else:
         folder = Path(root)
-    flat = not (Path(folder) / "train").exists() and not (Path(folder) / "val").exists()
-    val_fraction = (data.val_fraction or FLAT_VAL_FRACTION) if flat else None
-    path, train, val = discover_splits(folder, val_fraction, data.split_seed)
-    train_sizes, train_counts = _read_labels([p.label for p in train])
-    val_sizes, val_counts = _read_labels([p.label for p in val])
+    spec = read_dataset_spec(folder)
+    val_fraction = None if folder.is_dir() and is_split_layout(folder) else (data.val_fraction or FLAT_VAL_FRACTION)
+    path, train, val = discover_splits(folder, val_fraction, data.split_seed, spec)
+    tally = ValueTally()
+    train_sizes = _read_labels(train, spec, "train", tally)
+    val_sizes = _read_labels(val, spec, "val", tally)
+    resolved = resolve_spec(spec, tally)
+    if resolved is not spec:
+        tally = tally.remapped(binary_lut(resolved))
+    val_counts = tally.pixels.get("val", np.zeros(256, dtype=np.int64))
     return Survey(
         source="the embedded dataset" if root is None else str(path), root=None if root is None else path,
         val_fraction=val_fraction, train_sizes=tuple(train_sizes), val_sizes=tuple(val_sizes),
-        train_files=tuple(str(p.label) for p in train), train_pixels=tuple(int(c) for c in train_counts),
-        val_values=frozenset(int(v) for v in torch.nonzero(val_counts).flatten()),
-        class_file_names=None if root is None else read_classes_file(path), embedded_names=embedded_names)
+        train_files=tuple(str(p.label) for p in train),
+        train_pixels=tuple(int(c) for c in tally.pixels.get("train", np.zeros(256, dtype=np.int64))),
+        val_values=frozenset(int(v) for v in np.flatnonzero(val_counts)),
+        class_file_names=None if root is None else read_classes_file(path), embedded_names=embedded_names,
+        spec=resolved, tally=tally)

@@ -7,7 +7,8 @@
 Sections: leaderboard (trial, state, val mIoU, epochs, params), the confirmation of the top trials
 with fresh seeds (search value next to the confirmed mean ± sd), optimisation history, pruning curves,
 param importances, parallel coordinates, the best trial's per-class IoU and confusion matrix, its
-predictions on validation images next to the ground truth, and the dataset fingerprint. Every
+test-set figures when `search.evaluate` scored it (or the confirmed champion), its predictions on
+validation images next to the ground truth, and the dataset fingerprint. Every
 image is embedded as a `data:` URI; the page loads nothing from anywhere. The same file is logged
 to the study's parent MLflow run as `report/study_report.html` (unless --no-log).
 """
@@ -31,6 +32,7 @@ from search.registry import best_complete_trial
 from search.report.best_trial import overlay_section, per_class_section
 from search.report.confirm_section import confirm_section
 from search.report.dataset_section import fingerprint_section
+from search.report.evaluation_section import evaluation_section
 from search.report.html import Section, key_values, page
 from search.report.leaderboard import leaderboard_section
 from search.report.study_sections import history_section, importance_section, parallel_section, pruning_section
@@ -104,6 +106,7 @@ def build_sections(study: optuna.Study, best: optuna.trial.FrozenTrial | None, p
             importance_section(study),
             parallel_section(study),
             per_class_section(client, best, tmp / "confusion"),
+            evaluation_section(client, study, best, study_class_names(best)),
             overlay_section(best, args.tracking_uri, args.data, tmp / "checkpoint", args.device),
             fingerprint_section(client, parent, study_class_names(best), tmp / "fingerprint"),
         ]

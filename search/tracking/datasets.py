@@ -6,7 +6,8 @@ trial run, the training split with context `training` and the validation split w
 - name: the folder's name, or `embedded`, with the split (`embedded/train`, `embedded/val`);
 - digest: the fingerprint's content hash over the decoded pixels and labels of both splits;
 - source: the folder (a local path), or for the embedded dataset the generator and its seed;
-- profile: the split's image count, image sizes and per-class pixel frequencies.
+- profile: the split's image count, image sizes, per-class pixel frequencies and the dataset spec
+  (how the label files were read: classes, ignore_index, label_map, binary masks).
 """
 
 from __future__ import annotations
@@ -56,9 +57,13 @@ def dataset_source(data_cfg: DataConfig, fingerprint: dict[str, Any]) -> Any:
 
 def split_profile(fingerprint: dict[str, Any], split: str, class_names: tuple[str, ...]) -> dict[str, Any]:
     frequencies = fingerprint["class_pixel_frequency"][split]
-    return {"images": fingerprint["counts"][split], "num_classes": fingerprint["num_classes"],
-            "image_height": fingerprint["sizes"][split]["height"], "image_width": fingerprint["sizes"][split]["width"],
-            "class_pixel_frequency": dict(zip(class_names, frequencies))}
+    profile = {"images": fingerprint["counts"][split], "num_classes": fingerprint["num_classes"],
+               "image_height": fingerprint["sizes"][split]["height"],
+               "image_width": fingerprint["sizes"][split]["width"],
+               "class_pixel_frequency": dict(zip(class_names, frequencies))}
+    if "dataset_spec" in fingerprint:  # fingerprints logged before dataset specs have none
+        profile["dataset_spec"] = fingerprint["dataset_spec"]
+    return profile
 
 
 def split_datasets(data_cfg: DataConfig, fingerprint: dict[str, Any],

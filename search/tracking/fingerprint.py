@@ -1,7 +1,8 @@
 """A dataset fingerprint, computed once per run and logged before the first trial.
 
-Counts, image-size distribution, class pixel frequencies, mean/std and a content hash over the
-decoded pixels and labels (so re-encoding the same data gives the same hash).
+Counts, image-size distribution, class pixel frequencies, mean/std, the resolved dataset spec (how the
+label files were read: ROOT/dataset.toml, or the binary-mask rule) and a content hash over the decoded
+pixels and labels (so re-encoding the same data gives the same hash).
 """
 
 from __future__ import annotations
@@ -54,5 +55,7 @@ def dataset_fingerprint(data: SegmentationData) -> dict[str, Any]:
                                   "val": _class_frequencies(data.val, data.num_classes)},
         "mean": [round(v, 5) for v in data.mean],
         "std": [round(v, 5) for v in data.std],
+        "scale": data.scale,
+        "dataset_spec": data.spec.to_dict(),
         "content_hash": content_hash(data),
     }

@@ -100,6 +100,10 @@ class TrialRun:
         if stamp is not None:
             self.epochs[record.epoch] = (stamp, metrics)
 
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Metrics outside the epoch's batch (the plan's predicted epoch seconds, at step 0)."""
+        self._call(self.shared.tracker.log_metrics, self.run_id, metrics, step=step)
+
     def log_artifacts(self, cfg: Config, result: FitResult, data: SegmentationData,
                       class_names: tuple[str, ...]) -> str | None:
         """Checkpoint, figures and the pyfunc model of a completed trial; returns the model's id."""

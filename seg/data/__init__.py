@@ -9,6 +9,22 @@ A dataset root uses one of two layouts::
     ROOT/val/images/...                   (split into train/val with
     ROOT/val/labels/...                    ``val_fraction``)
 
+Folder names may also be singular (``image/``, ``label/``), ``masks/`` or
+``annotations/``, or side by side (``train/`` + ``trainannot/``, ``val/`` +
+``valannot/``); ROOT/dataset.toml can name them (``images``, ``labels``) and a
+label suffix (``label_suffix = "_mask"``: ``x.jpg`` <-> ``x_mask.png``); see
+:mod:`~seg.data.layout` and :mod:`~seg.data.dataset_spec`.
+
+Label conventions
+-----------------
+ROOT/dataset.toml (:func:`read_dataset_spec`) says how label files encode
+classes: names or a colour table (``classes``), the ignore value
+(``ignore_index``, default 255) and a ``label_map``.  Without one, masks whose
+values across all files are exactly {0, 255} or {0, 1} are background/foreground
+(255 -> 1).  After decode every label is canonical: class indices and 255
+(``IGNORE_INDEX``).  ``SegmentationData.spec`` is the resolved spec; see
+:mod:`~seg.data.conventions` for the rules (too few classes, strays, warnings).
+
 Images and labels are paired by file stem (``a.jpg`` <-> ``a.png``).  Image
 suffixes are matched case-insensitively.  Labels are single-channel PNGs whose
 pixel values are class indices ``0..num_classes-1``; ``255`` (``IGNORE_INDEX``)
@@ -32,7 +48,9 @@ what was expected:
 * :class:`SizeMismatchError` - a label's size differs from its image's;
 * :class:`LabelValueError` - label values ``>= num_classes`` other than 255;
 * :class:`LabelFormatError` - a label that is not a PNG, or a colour label;
-* :class:`UnreadableFileError` - a zero-byte, truncated or corrupt file.
+* :class:`UnreadableFileError` - a zero-byte, truncated or corrupt file;
+* :class:`ImageTooLargeError` - an image over Pillow's decompression-bomb limit;
+* :class:`SpecError` - a ROOT/dataset.toml that cannot be read or has a bad key.
 
 Hidden files (``.name``), sub-directories and files with other suffixes
 (``Thumbs.db``, ``notes.txt``) are skipped with one :class:`IgnoredFileWarning`
@@ -57,7 +75,7 @@ Caching
 -------
 Decoded images/labels are held in memory as uint8 tensors.  :func:`load_dataset`
 keeps a process-level cache keyed by (resolved root, num_classes, val_fraction,
-split_seed) and validated against a signature of the paired files (paths,
+split_seed, scale, dataset spec) and validated against a signature of the paired files (paths,
 sizes, mtimes), so loading the same dataset twice returns the same
 :class:`SegmentationData` object without decoding again; changed files cause a
 reload.  The cached tensors are shared: treat them as read-only (transforms must
@@ -74,39 +92,58 @@ Import from :mod:`seg.data` itself; the submodules are an implementation detail.
 
 from __future__ import annotations
 
+from seg.data.conventions import ValueTally, binary_note, label_warnings, refuse_strays, resolve_spec
 from seg.data.dataset import (
     SegmentationData,
     Split,
     clear_cache,
     compute_mean_std,
     load_dataset,
+    load_labelled_folder,
 )
-from seg.data.decode import IGNORE_INDEX, decode_image, decode_label
+from seg.data.dataset_spec import SPEC_FILE, DatasetSpec, SpecError, read_dataset_spec
+from seg.data.decode import IGNORE_INDEX, decode_image, decode_label, read_label
 from seg.data.discover import IMAGE_SUFFIXES, LABEL_SUFFIX, Pair, find_pairs
 from seg.data.errors import (
     DatasetError,
     DuplicateStemError,
     EmptyDirectoryError,
     IgnoredFileWarning,
+    ImageTooLargeError,
     LabelFormatError,
     LabelValueError,
+    LabelWarning,
     MissingDirectoryError,
     SizeMismatchError,
     UnpairedFileError,
     UnreadableFileError,
 )
-from seg.data.layout import discover_splits, split_pairs
+from seg.data.layout import discover_splits, is_split_layout, split_pairs
 
 __all__ = [
     "IGNORE_INDEX",
     "IMAGE_SUFFIXES",
     "LABEL_SUFFIX",
+    "SPEC_FILE",
     "DatasetError",
+    "DatasetSpec",
     "DuplicateStemError",
     "EmptyDirectoryError",
     "IgnoredFileWarning",
+    "ImageTooLargeError",
     "LabelFormatError",
     "LabelValueError",
+    "LabelWarning",
+    "SpecError",
+    "ValueTally",
+    "binary_note",
+    "is_split_layout",
+    "label_warnings",
+    "load_labelled_folder",
+    "read_dataset_spec",
+    "read_label",
+    "refuse_strays",
+    "resolve_spec",
     "MissingDirectoryError",
     "Pair",
     "SegmentationData",

@@ -7,6 +7,7 @@ and label modes are converted.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
+from seg.data.colour_labels import map_colours, refuse_colour_label
+from seg.data.dataset_spec import SPEC_FILE, DatasetSpec
 from seg.data.discover import LABEL_SUFFIX, Pair
 from seg.data.errors import (
     _MAX_LISTED,
+    ImageTooLargeError,
     LabelFormatError,
     LabelValueError,
     SizeMismatchError,
@@ -68,6 +72,8 @@ def _open_fully(path: Path) -> tuple[Image.Image, str | None]:
             img.load()  # full decode: detects truncation
             image_format = img.format
             oriented = ImageOps.exif_transpose(img)
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from exc
     except _PIL_ERRORS as exc:
         raise UnreadableFileError(
             f"cannot read {path}: {type(exc).__name__}: {exc}; the file is truncated, corrupt or "
@@ -75,6 +81,17 @@ def _open_fully(path: Path) -> tuple[Image.Image, str | None]:
         ) from exc
     assert oriented is not None  # only None with in_place=True
     return oriented, image_format
+
+
+def _too_large(path: Path, exc: Exception) -> ImageTooLargeError:
+    """Pillow's decompression-bomb refusal, said as what it is: an image too large, not a corrupt one."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "over Pillow's limit"
+    limit = Image.MAX_IMAGE_PIXELS
+    cap = f" (Pillow refuses images over {2 * limit / 1e6:.1f} megapixels)" if limit else ""
+    return ImageTooLargeError(
+        f"{path} is too large ({size}){cap}, which Pillow treats as a possible decompression bomb; resize "
+        "it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file")
 
 
 def _rgb_array(img: Image.Image) -> np.ndarray:
@@ -106,12 +123,17 @@ def _require_opaque(alpha: np.ndarray, path: Path) -> None:
 
 def _gray_from_colour(arr: np.ndarray, path: Path, mode: str) -> np.ndarray:
     if not bool((arr[:, :, 0] == arr[:, :, 1]).all() and (arr[:, :, 0] == arr[:, :, 2]).all()):
-        raise LabelFormatError(
-            f"label {path} is a colour ({mode}) image whose channels differ; a colour label is "
-            "ambiguous (no colour-to-class mapping is known) - expected a single-channel PNG of "
-            "class indices (mode L) or a palette PNG (mode P) whose indices are the classes"
-        )
+        raise refuse_colour_label(arr[:, :, :3], path, mode)
     return arr[:, :, 0]
+
+
+def _colour_array(img: Image.Image, path: Path) -> np.ndarray:
+    """(H, W, 3) RGB of a label read through a colour table (palette and opaque alpha accepted)."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = np.array(img.convert("RGBA"))
+        _require_opaque(rgba[:, :, 3], path)
+        return rgba[:, :, :3]
+    return np.array(img.convert("RGB"))
 
 
 def _label_array(img: Image.Image, path: Path) -> np.ndarray:
@@ -153,20 +175,13 @@ def _check_label_values(arr: np.ndarray, path: Path, num_classes: int) -> np.nda
         )
         raise LabelValueError(
             f"label {path} has values {values}{more} {relation}; expected class indices "
-            f"0..{num_classes - 1}, or {IGNORE_INDEX} for ignore"
+            f"0..{num_classes - 1}, or {IGNORE_INDEX} for ignore (ignore_index and label_map in "
+            f"ROOT/{SPEC_FILE} say how other values are read)"
         )
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
-def decode_label(path: Path, num_classes: int) -> torch.Tensor:
-    """Decode and validate a label PNG to a uint8 ``(H, W)`` tensor of class indices.
-
-    Raises :class:`LabelFormatError` (not a PNG, colour or transparent label),
-    :class:`LabelValueError` (values >= num_classes other than 255) or
-    :class:`UnreadableFileError`.
-    """
-    path = Path(path)
-    _validate_num_classes(num_classes)
+def _open_label(path: Path) -> Image.Image:
     if path.suffix.lower() != LABEL_SUFFIX:
         raise LabelFormatError(
             f"label {path} is not a PNG; labels must be lossless PNGs of class indices "
@@ -178,7 +193,60 @@ def decode_label(path: Path, num_classes: int) -> torch.Tensor:
             f"label {path} is named .png but is a {image_format} file; labels must be lossless "
             "single-channel PNGs of class indices"
         )
-    arr = _check_label_values(_label_array(img, path), path, num_classes)
+    return img
+
+
+def _map_values(arr: np.ndarray, spec: DatasetSpec, path: Path) -> np.ndarray:
+    """File values -> class indices / 255 by ``label_map`` then ``ignore_index``; uint8 out."""
+    values = np.unique(arr) if arr.dtype != np.uint8 else np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+    unmapped_255 = IGNORE_INDEX in values and IGNORE_INDEX not in spec.label_map
+    if unmapped_255 and spec.ignore_index != IGNORE_INDEX:
+        said = '"none"' if spec.ignore_index is None else str(spec.ignore_index)
+        raise LabelValueError(
+            f"label {path} has value {IGNORE_INDEX}, but ignore_index is {said} in {spec.source}, so "
+            f"{IGNORE_INDEX} is neither ignore nor a class (at most 255 classes, 0..254); map it with "
+            f"label_map = {{ {IGNORE_INDEX} = N }} (a class) or {{ {IGNORE_INDEX} = {IGNORE_INDEX} }} (ignore)")
+    mapped = np.array([spec.map_value(int(v)) for v in values], dtype=np.int64)
+    bad = values[(mapped < 0) | (mapped > IGNORE_INDEX)]
+    if bad.size:
+        raise LabelValueError(
+            f"label {path} has values {[int(v) for v in bad[:_MAX_LISTED]]} outside 0..{IGNORE_INDEX}; expected "
+            f"class indices 0..254 or {IGNORE_INDEX} for ignore - map them with label_map in ROOT/{SPEC_FILE}")
+    if arr.dtype == np.uint8 and bool((mapped == values).all()):
+        return arr
+    if arr.dtype == np.uint8:
+        lut = np.arange(256, dtype=np.uint8)
+        lut[values] = mapped
+        return lut[arr]
+    return mapped[np.searchsorted(values, arr)].astype(np.uint8)
+
+
+def read_label(path: Path, spec: DatasetSpec | None = None) -> np.ndarray:
+    """A label PNG read through ``spec`` (colour table, ``label_map``, ``ignore_index``): uint8 ``(H, W)``.
+
+    Values are class indices or 255 (ignore) but not yet checked against a class count.  Raises
+    :class:`LabelFormatError`, :class:`LabelValueError` or :class:`UnreadableFileError`.
+    """
+    path, spec = Path(path), spec or DatasetSpec()
+    img = _open_label(path)
+    if spec.class_colors is not None:
+        arr = map_colours(_colour_array(img, path), spec, path)
+        # colour positions are already class indices; only label_map applies to them (merges, ignore)
+        return _map_values(arr, DatasetSpec(label_map=spec.label_map, source=spec.source), path)
+    return _map_values(_label_array(img, path), spec, path)
+
+
+def decode_label(path: Path, num_classes: int, spec: DatasetSpec | None = None) -> torch.Tensor:
+    """Decode and validate a label PNG to a uint8 ``(H, W)`` tensor of class indices (255: ignore).
+
+    ``spec`` (default: values are classes, 255 is ignore) says how the file encodes them.
+    Raises :class:`LabelFormatError` (not a PNG, colour or transparent label),
+    :class:`LabelValueError` (values >= num_classes other than 255) or
+    :class:`UnreadableFileError`.
+    """
+    path = Path(path)
+    _validate_num_classes(num_classes)
+    arr = _check_label_values(read_label(path, spec), path, num_classes)
     return torch.from_numpy(arr)
 
 

@@ -96,40 +96,61 @@ def _collect_files(directory: Path, what: str) -> dict[str, Path]:
     return {stem: paths[0] for stem, paths in by_stem.items()}
 
 
+def _suffix_hint(images: dict[str, Path], labels: dict[str, Path]) -> str:
+    """' - set label_suffix = "_mask" ...' when every label stem is an image stem plus one common suffix."""
+    for label in sorted(labels)[:1]:
+        for image in images:
+            suffix = label[len(image):]
+            if label.startswith(image) and suffix and {s + suffix for s in images} == set(labels):
+                return (f'\nevery label is named like its image plus "{suffix}": set label_suffix = "{suffix}" '
+                        "in ROOT/dataset.toml")
+    return ""
+
+
 def _raise_unpaired(
-    images_dir: Path, labels_dir: Path, images: dict[str, Path], labels: dict[str, Path]
+    images_dir: Path, labels_dir: Path, images: dict[str, Path], labels: dict[str, Path], label_suffix: str = ""
 ) -> None:
     no_label = [
-        f"{images[s]} (expected {labels_dir / (s + LABEL_SUFFIX)})"
+        f"{images[s]} (expected {labels_dir / (s + label_suffix + LABEL_SUFFIX)})"
         for s in sorted(images.keys() - labels.keys())
     ]
     no_image = [str(labels[s]) for s in sorted(labels.keys() - images.keys())]
     if not no_label and not no_image:
         return
+    naming = f"the same stem plus {label_suffix!r}" if label_suffix else "the same stem"
     parts = [
         f"{len(no_label) + len(no_image)} unpaired file(s): every image in {images_dir} needs a "
-        f"label with the same stem in {labels_dir} and vice versa"
+        f"label with {naming} in {labels_dir} and vice versa"
     ]
     if no_label:
         parts.append(f"{len(no_label)} image(s) without a label:\n{_format_paths(no_label)}")
     if no_image:
         parts.append(f"{len(no_image)} label(s) without an image:\n{_format_paths(no_image)}")
-    raise UnpairedFileError("\n".join(parts))
+    hint = "" if label_suffix else _suffix_hint(images, {s: p for s, p in labels.items()})
+    raise UnpairedFileError("\n".join(parts) + hint)
 
 
 # --------------------------------------------------------------------------- discovery
 
 
-def find_pairs(images_dir: Path, labels_dir: Path) -> list[Pair]:
+def _strip_suffix(labels: dict[str, Path], label_suffix: str) -> dict[str, Path]:
+    """{image stem: label} for labels named stem + suffix; others keep a key no image stem can have."""
+    if not label_suffix:
+        return labels
+    return {(stem[: -len(label_suffix)] if stem.endswith(label_suffix) else "\0" + stem): path
+            for stem, path in labels.items()}
+
+
+def find_pairs(images_dir: Path, labels_dir: Path, label_suffix: str = "") -> list[Pair]:
     """Discover and pair image/label files by stem, sorted by stem.
 
-    Hidden and non-image entries are skipped with an :class:`IgnoredFileWarning`
-    per directory.  Raises :class:`MissingDirectoryError`,
-    :class:`EmptyDirectoryError`, :class:`DuplicateStemError` or
+    ``label_suffix`` pairs ``x.jpg`` with ``x<suffix>.png`` (e.g. ``"_mask"``).  Hidden and
+    non-image entries are skipped with an :class:`IgnoredFileWarning` per directory.  Raises
+    :class:`MissingDirectoryError`, :class:`EmptyDirectoryError`, :class:`DuplicateStemError` or
     :class:`UnpairedFileError`.
     """
     images_dir, labels_dir = Path(images_dir), Path(labels_dir)
     images = _collect_files(images_dir, "images")
-    labels = _collect_files(labels_dir, "labels")
-    _raise_unpaired(images_dir, labels_dir, images, labels)
+    labels = _strip_suffix(_collect_files(labels_dir, "labels"), label_suffix)
+    _raise_unpaired(images_dir, labels_dir, images, labels, label_suffix)
     return [Pair(stem, images[stem], labels[stem]) for stem in sorted(images)]

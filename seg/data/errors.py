@@ -49,6 +49,14 @@ class UnreadableFileError(DatasetError):
     """A zero-byte, truncated or otherwise undecodable file."""
 
 
+class ImageTooLargeError(UnreadableFileError):
+    """An image over Pillow's decompression-bomb limit: reported as too large, not as corrupt."""
+
+
+class LabelWarning(UserWarning):
+    """Label values that load but deserve a look: a gap in the values, a class absent from val."""
+
+
 class IgnoredFileWarning(UserWarning):
     """Hidden or non-image files were skipped during discovery."""
 

@@ -1,0 +1,152 @@
+"""The plan's time model: seconds of one whole epoch of any configuration, from a few measured probes.
+
+An epoch of `seg.train.fit` is the training pass (the batched data path with the sampled
+augmentations, the loss, the backward pass and the optimizer step, per sample) and then the
+validation pass (a forward, the loss and the confusion matrix, per validated pixel). The probes
+(`search.plan.device_probe`) time exactly that on the device, for a few configurations; this module
+fits them as
+
+    train seconds per sample  = a * forward GFLOPs of one sample + b * its megapixels
+    eval seconds per megapixel = c * forward GFLOPs per megapixel + d
+
+(least squares, non-negative), so a configuration that was never probed, such as the one a trial
+samples, is costed from its own FLOPs. The fitted model is plain data: it is kept in the plan's
+fingerprint (`time_model`), and each trial logs its prediction beside its measured epoch seconds.
+Validation counts the pixels really run through the model: whole images padded per batch, or the
+tiles of `seg.sliding.validation_pixels` when that module exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+from seg.config import Config, ModelConfig
+from seg.model import forward_flops
+
+# Per epoch on top of the passes (switching to eval and back, the confusion matrix, the schedule): about
+# 0.1-0.2 s measured on a busy 2-core CPU with 12 training images (negligible on real datasets).
+EPOCH_FIXED_S = 0.15
+REF_SIDE = 256  # the side FLOPs per pixel are counted at (deep enough for depth 8: 256 / 2**7 = 2 px)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One measured configuration: the forward GFLOPs and megapixels of one sample, and seconds."""
+
+    gflops: float
+    mpixels: float
+    seconds: float
+
+
+def fit_two(points: Sequence[Probe]) -> tuple[float, float]:
+    """(a, b) >= 0 minimising sum (seconds - a * gflops - b * mpixels)^2."""
+    sxx = sum(p.gflops ** 2 for p in points)
+    spp = sum(p.mpixels ** 2 for p in points)
+    sxp = sum(p.gflops * p.mpixels for p in points)
+    sxy = sum(p.gflops * p.seconds for p in points)
+    spy = sum(p.mpixels * p.seconds for p in points)
+    det = sxx * spp - sxp ** 2
+    if det > 1e-12 * max(sxx * spp, 1e-30):
+        a, b = (sxy * spp - spy * sxp) / det, (spy * sxx - sxy * sxp) / det
+        if a >= 0 and b >= 0:
+            return a, b
+    # One parameter alone when the two cannot be told apart (one probe, or probes of one shape) or one is < 0.
+    only_a = (sxy / sxx, 0.0) if sxx else (0.0, 0.0)
+    only_b = (0.0, spy / spp) if spp else (0.0, 0.0)
+
+    def sse(ab: tuple[float, float]) -> float:
+        return sum((p.seconds - ab[0] * p.gflops - ab[1] * p.mpixels) ** 2 for p in points)
+
+    return min(only_a, only_b, key=sse)
+
+
+@lru_cache(maxsize=512)
+def model_gflops(model: ModelConfig, height: int, width: int) -> float:
+    """Forward GFLOPs of one sample (cached: each count builds the model on the meta device)."""
+    return forward_flops(model, height, width) / 1e9
+
+
+def gflops_per_mpixel(model: ModelConfig) -> float:
+    """Forward GFLOPs per megapixel (convolutions cost in proportion to the pixels)."""
+    return model_gflops(model, REF_SIDE, REF_SIDE) / (REF_SIDE * REF_SIDE / 1e6)
+
+
+@dataclass(frozen=True)
+class EpochTimeModel:
+    """Fitted seconds of an epoch on one device; plain data (`to_dict` / `from_dict`)."""
+
+    device: str
+    train_s_per_gflop: float  # a: training step + data path, per forward GFLOP of a sample
+    train_s_per_mpixel: float  # b: what does not grow with the width: augmentations, loss, normalisation
+    eval_s_per_gflop: float  # c: validation forward, per GFLOP
+    eval_s_per_mpixel: float  # d: validation loss, argmax and confusion matrix, per megapixel
+    epoch_fixed_s: float = EPOCH_FIXED_S
+
+    @classmethod
+    def fit(cls, device: str, train: Sequence[Probe], evals: Sequence[Probe]) -> EpochTimeModel:
+        a, b = fit_two(train)
+        c, d = fit_two(evals)
+        return cls(device, a, b, c, d)
+
+    def train_seconds(self, model: ModelConfig, hw: tuple[int, int], samples: int) -> float:
+        per_sample = self.train_s_per_gflop * model_gflops(model, *hw) + self.train_s_per_mpixel * hw[0] * hw[1] / 1e6
+        return samples * per_sample
+
+    def eval_seconds(self, model: ModelConfig, pixels: float) -> float:
+        """Validation of `pixels` in all (as the model sees them: padded, or in tiles)."""
+        return (self.eval_s_per_gflop * gflops_per_mpixel(model) + self.eval_s_per_mpixel) * pixels / 1e6
+
+    def epoch_seconds(self, model: ModelConfig, hw: tuple[int, int], samples: int, val_pixels: float) -> float:
+        return self.train_seconds(model, hw, samples) + self.eval_seconds(model, val_pixels) + self.epoch_fixed_s
+
+    def predict(self, cfg: Config, train_sizes: Sequence[tuple[int, int]],
+                val_sizes: Sequence[tuple[int, int]]) -> float:
+        """Seconds of one epoch of `cfg` on a dataset of these (H, W) sizes, as decoded (after data.scale)."""
+        hw, samples = training_shape(cfg, train_sizes)
+        return self.epoch_seconds(cfg.model, hw, samples, validated_pixels(cfg, val_sizes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 9) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EpochTimeModel:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def training_shape(cfg: Config, train_sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], int]:
+    """((H, W) of one training sample, samples an epoch) under `cfg.transforms`."""
+    tf = cfg.transforms
+    if tf.crop_mode in ("random", "five"):
+        return (tf.crop_size, tf.crop_size), len(train_sizes) * (5 if tf.crop_mode == "five" else 1)
+    if tf.resize is not None:
+        return tuple(tf.resize), len(train_sizes)
+    # Whole images, padded per batch: about the largest image (a cautious figure).
+    return (max(h for h, _ in train_sizes), max(w for _, w in train_sizes)), len(train_sizes)
+
+
+def validated_pixels(cfg: Config, val_sizes: Sequence[tuple[int, int]]) -> float:
+    """Pixels the validation pass runs through the model: each image resized as `cfg` says, then whole
+    images padded to the largest of their batch of `eval_batch_size` (the loader's order), or the
+    tiles `seg.sliding.validation_pixels` counts when that module is there."""
+    tiles = _sliding_pixels()
+    if tiles is not None:
+        return float(sum(tiles(h, w, cfg) for h, w in val_sizes))
+    sizes = [tuple(cfg.transforms.resize) if cfg.transforms.resize else tuple(s) for s in val_sizes]
+    batch, total = max(1, cfg.train.eval_batch_size), 0
+    for i in range(0, len(sizes), batch):
+        chunk = sizes[i: i + batch]
+        total += len(chunk) * max(h for h, _ in chunk) * max(w for _, w in chunk)
+    return float(total)
+
+
+def _sliding_pixels() -> Any:
+    """`seg.sliding.validation_pixels` when it exists (validation in tiles), else None."""
+    try:
+        module = importlib.import_module("seg.sliding")
+    except ImportError:
+        return None
+    return getattr(module, "validation_pixels", None)
