@@ -14,7 +14,6 @@ the model and the version show.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from search.predict import ModelOrigin
 from search.registry import RegistryError, registry_client, run_model
 from search.tracking.datasets import ProfiledDataset
 from search.tracking.epoch_metrics import metric_class_names
-from search.tracking.fingerprint import _class_frequencies, _sizes
+from search.tracking.fingerprint import class_pixel_shares, size_stats, splits_hash
 from seg.data import Split
 from seg.metrics import SegScores
 
@@ -48,25 +47,14 @@ class LogTargets:
     skipped: str | None = None  # why nothing was logged (e.g. a model file outside MLflow)
 
 
-def split_digest(split: Split) -> str:
-    """A content hash over the decoded pixels and labels (as the study's fingerprint hashes its splits)."""
-    h = hashlib.sha256()
-    for pair, image, mask in zip(split.pairs, split.images, split.masks):
-        h.update(pair.stem.encode())
-        h.update(str(tuple(image.shape)).encode())
-        h.update(image.numpy().tobytes())
-        h.update(mask.numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def testing_dataset(root: Path, split: Split, class_names: tuple[str, ...]) -> ProfiledDataset:
     """The test folder as an MLflow dataset: `<folder>/test`, local source, profile of the split."""
-    sizes = _sizes(split)
+    sizes = size_stats(split)
     profile = {"images": len(split), "num_classes": len(class_names),
                "image_height": sizes["height"], "image_width": sizes["width"],
-               "class_pixel_frequency": dict(zip(class_names, _class_frequencies(split, len(class_names))))}
+               "class_pixel_frequency": dict(zip(class_names, class_pixel_shares(split, len(class_names))))}
     name = f"{root.resolve().name or root}/test"
-    return ProfiledDataset(LocalArtifactDatasetSource(str(root.resolve())), name, split_digest(split), profile)
+    return ProfiledDataset(LocalArtifactDatasetSource(str(root.resolve())), name, splits_hash(split), profile)
 
 
 def score_metrics(scores: SegScores, class_names: tuple[str, ...]) -> dict[str, float]:

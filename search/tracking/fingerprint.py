@@ -15,7 +15,7 @@ import torch
 from seg.data import SegmentationData, Split
 
 
-def _sizes(split: Split) -> dict[str, Any]:
+def size_stats(split: Split) -> dict[str, Any]:
     hs = torch.tensor([img.shape[-2] for img in split.images], dtype=torch.float32)
     ws = torch.tensor([img.shape[-1] for img in split.images], dtype=torch.float32)
 
@@ -26,7 +26,7 @@ def _sizes(split: Split) -> dict[str, Any]:
     return {"height": stat(hs), "width": stat(ws)}
 
 
-def _class_frequencies(split: Split, num_classes: int) -> list[float]:
+def class_pixel_shares(split: Split, num_classes: int) -> list[float]:
     counts = torch.zeros(256, dtype=torch.int64)
     for mask in split.masks:
         counts += torch.bincount(mask.flatten().long(), minlength=256)
@@ -34,9 +34,10 @@ def _class_frequencies(split: Split, num_classes: int) -> list[float]:
     return [round(float(c) / float(labelled), 6) for c in counts[:num_classes]]
 
 
-def content_hash(data: SegmentationData) -> str:
+def splits_hash(*splits: Split) -> str:
+    """A content hash over the decoded pixels and labels of `splits`, in order (16 hex digits)."""
     h = hashlib.sha256()
-    for split in (data.train, data.val):
+    for split in splits:
         for pair, image, mask in zip(split.pairs, split.images, split.masks):
             h.update(pair.stem.encode())
             h.update(str(tuple(image.shape)).encode())
@@ -45,14 +46,18 @@ def content_hash(data: SegmentationData) -> str:
     return h.hexdigest()[:16]
 
 
+def content_hash(data: SegmentationData) -> str:
+    return splits_hash(data.train, data.val)
+
+
 def dataset_fingerprint(data: SegmentationData) -> dict[str, Any]:
     return {
         "root": str(data.root),
         "num_classes": data.num_classes,
         "counts": {"train": len(data.train), "val": len(data.val)},
-        "sizes": {"train": _sizes(data.train), "val": _sizes(data.val)},
-        "class_pixel_frequency": {"train": _class_frequencies(data.train, data.num_classes),
-                                  "val": _class_frequencies(data.val, data.num_classes)},
+        "sizes": {"train": size_stats(data.train), "val": size_stats(data.val)},
+        "class_pixel_frequency": {"train": class_pixel_shares(data.train, data.num_classes),
+                                  "val": class_pixel_shares(data.val, data.num_classes)},
         "mean": [round(v, 5) for v in data.mean],
         "std": [round(v, 5) for v in data.std],
         "scale": data.scale,
