@@ -105,9 +105,14 @@ def print_summary(console: Console, study: optuna.Study, storage: str, tracking_
     else:
         console.print("no trial completed yet")
     # soft_wrap: commands must stay on one line so they can be copied.
-    console.print("\nlook at the results (the MLflow UI and optuna-dashboard; Ctrl-C stops both):")
-    console.print(f"  python -m search.ui --study {study.study_name} --storage {storage} --tracking-uri {tracking_uri}",
-                  soft_wrap=True)
+    if tracking_uri.startswith(("http://", "https://")):
+        # search.ui serves database stores; a tracking server already is the MLflow UI.
+        console.print(f"\nlook at the results: MLflow at {tracking_uri}, and the study in optuna-dashboard:")
+        console.print(f"  optuna-dashboard {storage}", soft_wrap=True)
+    else:
+        console.print("\nlook at the results (the MLflow UI and optuna-dashboard; Ctrl-C stops both):")
+        console.print(f"  python -m search.ui --study {study.study_name} --storage {storage} "
+                      f"--tracking-uri {tracking_uri}", soft_wrap=True)
     if complete and confirm_next and not record:
         console.print("next: confirm the top trials with fresh seeds before trusting the best "
                       "(it moves the registry's champion to the best confirmed mean):")
@@ -117,6 +122,9 @@ def print_summary(console: Console, study: optuna.Study, storage: str, tracking_
         console.print("predict with the best trial:")
         console.print(f"  python -m search.predict --study {study.study_name} --storage {storage} "
                       f"--tracking-uri {tracking_uri} IMAGES... --out predictions/", soft_wrap=True)
+        console.print("score it on a labelled test folder (logs test_miou to its run and model):")
+        console.print(f"  python -m search.evaluate --study {study.study_name} --storage {storage} "
+                      f"--tracking-uri {tracking_uri} --data TEST_FOLDER --out evaluation/", soft_wrap=True)
         if record and record.get("champion"):
             console.print("or with the confirmed champion:")
             console.print(f"  python -m search.predict --model {record['champion']['model']} --tracking-uri "

@@ -38,6 +38,7 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from search.evaluate import parse_args as evaluate_parse_args
 from search.predict import main as predict_main
 from search.registry import CHAMPION
 from search.registry import main as registry_main
@@ -519,6 +520,13 @@ def test_the_study_name_set_by_run_is_the_study_of_every_read_side_tool(
     assert f"trial {best.number}" in done.stdout
     for path, (h, w) in images.items():
         assert Image.open(cwd / "predictions" / f"{Path(path).stem}.png").size == (w, h)
+
+    # The summary's evaluate command parses as printed, with the test folder as its one placeholder.
+    (line,) = [x for x in printed.splitlines() if "python -m search.evaluate" in x]
+    argv = shlex.split(line)
+    assert argv[:5] == ["python", "-m", "search.evaluate", "--study", "bar"], line
+    args = evaluate_parse_args(argv[3:])
+    assert (args.storage, args.tracking_uri, str(args.data)) == (env.storage, env.tracking_uri, "TEST_FOLDER"), line
 
     # search.report --study bar --out FILE
     report = tmp_path / "report" / "bar.html"
