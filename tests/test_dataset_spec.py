@@ -38,6 +38,7 @@ from seg.data import (
 from seg.loaders import class_names, resolve_dataset
 from seg.metrics import ConfusionMatrix
 from seg.model import build_unet
+from seg.train import fit, save_result
 
 SIZE = 16
 
@@ -362,6 +363,17 @@ def test_checkpoint_stores_and_loads_the_spec(tmp_path):
     del old["dataset_spec"]
     torch.save(old, tmp_path / "old.pt")
     assert load_checkpoint(tmp_path / "old.pt").spec == DatasetSpec()
+
+
+def test_a_trained_checkpoint_carries_the_detected_binary_spec(tmp_path):
+    """fit -> save_result: trial and confirm checkpoints store the conventions training read the labels with."""
+    root = _binary_set(tmp_path / "cells", 255)
+    cfg = Config().replace(data={"root": str(root), "num_classes": 2},
+                           model={"num_classes": 2, "depth": 2, "base_channels": 4, "max_channels": 8},
+                           transforms={"crop_size": 8}, train={"epochs": 1, "batch_size": 2, "device": "cpu"})
+    result = fit(cfg)
+    ckpt = load_checkpoint(save_result(tmp_path / "best.pt", cfg, result, ("background", "foreground")))
+    assert ckpt.spec.binary and ckpt.spec.label_map == {255: 1}
 
 
 def test_scale_resizes_images_and_labels(tmp_path):
