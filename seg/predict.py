@@ -24,7 +24,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF  # v2's uint8 resize, as seg.data and v2.Resize use
 
 from seg.checkpoint import Checkpoint, load_checkpoint
-from seg.data import IGNORE_INDEX, IMAGE_SUFFIXES, decode_image
+from seg.data import IGNORE_INDEX, IMAGE_SUFFIXES, decode_image, scaled_size
 from seg.model import UNet
 from seg.runtime import resolve_device
 from seg.sliding import Tiling, tiling_for
@@ -58,7 +58,7 @@ class Predictor:
         if self.resize is not None:
             return tuple(self.resize)
         if self.scale != 1.0:
-            return max(1, round(h * self.scale)), max(1, round(w * self.scale))
+            return scaled_size(h, w, self.scale)
         return h, w
 
     @classmethod

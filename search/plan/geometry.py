@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from search.plan.decisions import Decision, PlanError
 from search.plan.survey import Survey
+from seg.data import scaled_size
 
 CROP_LADDER = (32, 48, 64, 96, 128, 192, 256, 384, 512)  # each a multiple of 2**(deepest depth - 1) it allows
 MIN_BOTTLENECK_PX = 8
@@ -42,7 +43,7 @@ def scaled_sizes(sizes: tuple[tuple[int, int], ...], scale: float) -> tuple[tupl
     """(H, W) sizes once decoded at `scale` (aspect kept; as `data.scale` resizes)."""
     if scale == 1.0:
         return sizes
-    return tuple((max(1, round(h * scale)), max(1, round(w * scale))) for h, w in sizes)
+    return tuple(scaled_size(h, w, scale) for h, w in sizes)
 
 
 def deepest(side: int) -> int:

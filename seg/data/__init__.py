@@ -100,6 +100,7 @@ from seg.data.dataset import (
     compute_mean_std,
     load_dataset,
     load_labelled_folder,
+    scaled_size,
 )
 from seg.data.dataset_spec import SPEC_FILE, DatasetSpec, SpecError, read_dataset_spec
 from seg.data.decode import IGNORE_INDEX, decode_image, decode_label, read_label
@@ -141,6 +142,7 @@ __all__ = [
     "label_warnings",
     "load_labelled_folder",
     "read_dataset_spec",
+    "scaled_size",
     "read_label",
     "refuse_strays",
     "resolve_spec",

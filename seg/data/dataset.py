@@ -65,12 +65,18 @@ def _validate_scale(scale: float) -> None:
         raise ValueError(f"scale={scale!r}: expected a resize factor with 0 < scale <= 1")
 
 
+def scaled_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    """(H, W) of an HxW image resized by `scale` (`data.scale`): round(side * scale), at least 1 px, aspect kept.
+    The one rule for decode, the Predictor and the planner."""
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
 def _rescale(image: torch.Tensor, mask: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Images antialiased bilinear, labels nearest, both to round(side * scale) (at least 1 px)."""
     if scale == 1.0:
         return image, mask
     h, w = mask.shape
-    size = [max(1, round(h * scale)), max(1, round(w * scale))]
+    size = list(scaled_size(h, w, scale))
     small = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)  # (3, h, w)
     labels = TF.resize(mask[None], size, interpolation=InterpolationMode.NEAREST_EXACT)[0]  # (h, w)
     return small.contiguous(), labels.contiguous()
