@@ -104,9 +104,13 @@ def test_mlflow_run_page_renders_the_trial(tiny: StudyEnv, ui: UiProcess, tmp_pa
 
 
 def test_mlflow_system_metrics_tab_has_charts(tiny: StudyEnv, ui: UiProcess, tmp_path: Path) -> None:
+    run_id = tiny.study().best_trial.user_attrs["mlflow_run_id"]
+    assert tiny.client.get_metric_history(run_id, "system/cpu_utilization_percentage")  # the data is there
     url = run_page(ui, tiny, "system-metrics")
     assert_not_blank(screenshot(url, tmp_path / "mlflow-system-metrics.png"))
-    assert "cpu_utilization_percentage" in rendered_dom(url, tmp_path)
+    # The tab fetches each chart's history after the page has loaded; on a loaded 2-core machine
+    # the first dump can come before those answers, so a second load is allowed.
+    assert any("cpu_utilization_percentage" in rendered_dom(url, tmp_path) for _ in range(2))
 
 
 def test_dashboard_study_page_renders(tiny: StudyEnv, ui: UiProcess, tmp_path: Path) -> None:

@@ -34,8 +34,20 @@ class TimedMonitor(SystemMetricsMonitor):
     def monitor(self) -> None:
         try:
             super().monitor()
+            if self._shutdown_event.is_set() and self._logging_step == 0:
+                self._log_one_sample()
         finally:
             self.cpu_s = time.thread_time()
+
+    def _log_one_sample(self) -> None:
+        # MLflow logs only after a whole sampling interval: a run stopped sooner (a trial pruned
+        # after its first short epoch, a tiny test study) would have an empty System metrics tab.
+        # One sample at the stop gives it a point; the store may be gone by then, which is no error.
+        try:
+            self.collect_metrics()
+            self.publish_metrics(self.aggregate_metrics())
+        except Exception as err:  # noqa: BLE001 - the monitor must never fail the trial
+            logging.getLogger(__name__).debug("last system metrics sample not logged: %s", err)
 
 
 def start_monitor(tracking_uri: str, run_id: str, interval_s: float) -> TimedMonitor | None:
