@@ -104,15 +104,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_module(module: str, args: list[str], log: Path, limit_s: float, in_process: bool = False) -> dict[str, Any]:
+def run_module(module: str, args: list[str], log: Path, limit_s: float, in_process: bool = False,
+               extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """`python -m module args` from the repository root, output to `log`; its exit code and wall time.
-    `in_process`: the module's `main(args)` in this process instead (no interpreter start-up; --tiny)."""
+    `in_process`: the module's `main(args)` in this process instead (no interpreter start-up; --tiny).
+    `extra_env`: set in the subprocess's environment (e.g. its thread count)."""
     start = time.perf_counter()
     with log.open("w") as out:
         if in_process:
             rc = _main_in_process(module, args, out)
         else:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160", **(extra_env or {})}
             try:
                 rc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, stdout=out,
                                     stderr=subprocess.STDOUT, env=env, timeout=limit_s).returncode

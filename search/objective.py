@@ -23,6 +23,7 @@ than 1.5x the prediction.
 from __future__ import annotations
 
 import math
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -32,7 +33,7 @@ import optuna
 import torch
 
 from search.guards.deadline import TrialTimeout, WallClockLimit
-from search.guards.signals import deferred_signals
+from search.guards.signals import SignalHold, deferred_signals
 from search.plan.epoch_forecast import PREDICTED, EpochForecast, summary
 from search.study.definition import StudyDef
 from search.study.quota import BUDGET_STOP_ATTR, EPOCHS_ATTR
@@ -74,6 +75,8 @@ class TrialContext:
     progress: Progress = field(default_factory=Progress)
     # Called once the trial exists in the storage; returns its epoch allowance (None: no epoch budget).
     on_trial_start: Callable[[optuna.Trial], int | None] = field(default=lambda trial: None)
+    # Holds Ctrl-C/SIGTERM from the end of a finished trial until Optuna has stored its state.
+    signal_hold: SignalHold = field(default_factory=SignalHold)
 
 
 def fail(trial: optuna.Trial, reason: str, detail: str | None = None) -> TrialFailed:
@@ -128,6 +131,8 @@ class Objective:
                 trial.set_user_attr(key, seconds)
             self._record_timing(trial, time.perf_counter() - start, run.monitor_cpu_s)
             self._release_memory(trial)
+            if not isinstance(sys.exc_info()[1], KeyboardInterrupt):  # an interrupted trial is told FAIL at once
+                ctx.signal_hold.start()  # released by the run's first callback, after Optuna's tell
         return value
 
     def sample(self, trial: optuna.Trial, run: TrialRun) -> Config:

@@ -160,10 +160,14 @@ def optimize(study: optuna.Study, ctx: TrialContext, settings: RunSettings, budg
         if quota.claim():
             study.optimize(Objective(ctx), n_trials=None, timeout=settings.timeout or ctx.sdef.timeout_s,
                            catch=(TrialFailed,),
-                           callbacks=[display_callback, AfterTrial(ctx, quota, settings.tracking_uri)],
+                           callbacks=[ctx.signal_hold.release, display_callback,
+                                      AfterTrial(ctx, quota, settings.tracking_uri)],
                            gc_after_trial=False)
     finally:
-        quota.release()
+        try:
+            ctx.signal_hold.release()  # Optuna's tell raised, so no callback ran: deliver what was held
+        finally:
+            quota.release()
 
 
 def execute(study: optuna.Study, ctx: TrialContext, settings: RunSettings, console: Console, budget: Budget) -> int:

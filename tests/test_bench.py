@@ -175,6 +175,6 @@ def test_a_bad_pruner_setting_is_refused_before_any_run(capsys):
         main(["--tiny", "--pruners", "none", "median:n_startup=3", "--json", "unused.json"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err  # the setting as typed, then the keys the pruner takes and the unknown one
-    assert ("'median:n_startup=3': pruner 'median' takes ['n_startup_trials', 'n_warmup_steps'], "
+    assert ("'median:n_startup=3': pruner 'median' takes ['n_min_trials', 'n_startup_trials', 'n_warmup_steps'], "
             "not ['n_startup']") in err
     assert not Path("unused.json").exists()

@@ -26,12 +26,12 @@ def test_parse_pruner_reads_numbers_and_names_the_bad_item():
     assert parse_pruner("percentile:percentile=40.0") == {"name": "percentile", "percentile": 40.0}
     with pytest.raises(ValueError, match="'min_resource' in 'sha:min_resource': expected key=value"):
         parse_pruner("sha:min_resource")
-    with pytest.raises(ValueError, match=r"'median:patience=2': pruner 'median' takes \['n_startup_trials', "
-                                         r"'n_warmup_steps'\], not \['patience'\]"):
+    with pytest.raises(ValueError, match=r"'median:patience=2': pruner 'median' takes \['n_min_trials', "
+                                         r"'n_startup_trials', 'n_warmup_steps'\], not \['patience'\]"):
         parse_pruner("median:patience=2")
 
 
-@pytest.mark.parametrize("text, keys", [("median:reduction_factor=4", "['n_startup_trials', 'n_warmup_steps']"),
+@pytest.mark.parametrize("text, keys", [("median:reduction_factor=4", "['n_min_trials', 'n_startup_trials', 'n_warmup_steps']"),
                                         ("hyperband:percentile=40.0", "['min_resource', 'reduction_factor']"),
                                         ("none:n_startup_trials=2", "no settings")])
 def test_a_key_of_another_pruner_is_refused_with_the_keys_this_one_takes(text: str, keys: str) -> None:

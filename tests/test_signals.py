@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy
 from mlflow.tracking import MlflowClient
 
-from search.guards.signals import deferred_signals
+from search.guards.signals import SignalHold, deferred_signals
 from search.tracking.client import Tracker
 
 
@@ -120,3 +120,41 @@ def test_ctrl_c_inside_an_mlflow_write_leaves_the_sqlite_store_usable(tmp_path: 
     run = MlflowClient(tracker.tracking_uri).get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags["fail_reason"] == "interrupted"
     assert run.data.metrics["val_miou"] == 0.5, "the interrupted write completed"
+
+
+class Interrupt(KeyboardInterrupt):
+    pass
+
+
+def raise_interrupt(signum, frame):
+    raise Interrupt(signum)
+
+
+@pytest.mark.parametrize("outcome", ["complete", "pruned"])
+def test_a_sigterm_after_the_objective_returns_waits_for_optunas_tell(outcome: str, tmp_path: Path) -> None:
+    """The objective starts the hold as it returns and SIGTERM comes before Optuna stores the state:
+    the trial is still stored COMPLETE or PRUNED, then the signal stops optimize from the first callback."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(storage=storage, study_name="hold")
+    hold, after = SignalHold(), []
+
+    def objective(trial: optuna.Trial) -> float:
+        hold.start()
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives between the objective's end and Optuna's tell
+        if outcome == "pruned":
+            raise optuna.TrialPruned()
+        return 0.5
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        with pytest.raises(Interrupt):
+            study.optimize(objective, n_trials=3, callbacks=[hold.release, lambda s, t: after.append(t.number)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    (trial,) = optuna.load_study(study_name="hold", storage=storage).trials
+    assert trial.state == (optuna.trial.TrialState.COMPLETE if outcome == "complete" else optuna.trial.TrialState.PRUNED)
+    assert after == []  # the signal stopped the run at the first callback, before the next trial
+    hold.release()  # nothing held any more: a no-op
+    assert signal.getsignal(signal.SIGTERM) is previous

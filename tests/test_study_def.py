@@ -97,6 +97,29 @@ def test_default_study_loads() -> None:
     assert load_study("default") == sdef  # by name, from studies/
 
 
+def test_default_study_samples_every_dimension_the_mission_names() -> None:
+    """Depth, base and max channels, all three upsampling types, >= 3 optimizers with SGD, lr, >= 2 batch
+    sizes and >= 4 augmentations are searched; TPE starts guiding after at most 10 of its 50 trials; a
+    pruner cuts trials; the [baseline] is a point of the space."""
+    sdef = load_study(STUDIES_DIR / "default.toml")
+    ranged = {d.name: d for d in sdef.space if not d.fixed}
+    for name in ("model.depth", "model.base_channels", "model.max_channels", "train.lr"):
+        assert name in ranged, name
+    assert set(ranged["model.upsample"].choices) == {"transpose", "bilinear", "pixelshuffle"}
+    optimizers = set(ranged["train.optimizer"].choices)
+    assert len(optimizers) >= 3 and "sgd" in optimizers
+    assert len(set(ranged["train.batch_size"].choices)) >= 2
+    augmentations = {"transforms.hflip", "transforms.rotation", "transforms.color_jitter", "transforms.scale_jitter"}
+    assert augmentations <= set(ranged), augmentations - set(ranged)
+    assert sdef.trials == 50 and sdef.sampler["name"] == "tpe" and sdef.sampler["n_startup_trials"] <= 10
+    assert sdef.pruner["name"] not in ("none", "nop")
+    assert sdef.baseline and set(sdef.baseline) <= {d.name for d in sdef.space}
+    for name, value in sdef.baseline.items():
+        d = ranged.get(name)
+        if d is not None:
+            assert value in d.choices if d.choices else d.low <= value <= d.high, (name, value)
+
+
 def test_default_study_corners_fit_the_embedded_data() -> None:
     """Every corner of the default space trains on the embedded data: its crop fits the smallest
     training image and the deepest model keeps a bottleneck the planner allows (>= 8 px)."""

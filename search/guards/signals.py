@@ -60,3 +60,26 @@ def _deliver(handler: Any, signum: int, frame: FrameType | None) -> None:
         handler(signum, frame)
     elif handler == signal.SIG_DFL:
         signal.raise_signal(signum)  # the handlers are restored: the default action happens now
+
+
+class SignalHold:
+    """`deferred_signals()` opened in one place and closed in another: from the end of a trial's objective
+    until Optuna has stored its state. Optuna's `_run_trial` tells the storage after the objective
+    returns, outside any block of ours; a Ctrl-C or SIGTERM arriving in that write would leave it
+    half done (and Optuna's clean-up then fails on a name it never bound). Held there, the signal is
+    delivered by `release()`, from the first callback, once the trial is COMPLETE or PRUNED."""
+
+    def __init__(self) -> None:
+        self._held: Any = None
+
+    def start(self) -> None:
+        if self._held is None:
+            self._held = deferred_signals()
+            self._held.__enter__()
+
+    def release(self, *_: Any) -> None:
+        """Deliver a held signal now (raising as it would have); a no-op when nothing is held. Takes
+        Optuna's callback arguments, so it can be the first callback."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.__exit__(None, None, None)

@@ -17,10 +17,12 @@ PRUNERS: dict[str, tuple[type[optuna.pruners.BasePruner], dict[str, Any]]] = {
     "hyperband": (optuna.pruners.HyperbandPruner, {"min_resource": 1, "reduction_factor": 3}),
     "sha": (optuna.pruners.SuccessiveHalvingPruner,
             {"min_resource": 1, "reduction_factor": 3, "min_early_stopping_rate": 0}),
-    "median": (optuna.pruners.MedianPruner, {"n_startup_trials": 5, "n_warmup_steps": 1}),
+    # n_min_trials: no cut at an epoch that fewer completed trials have reached (Optuna's default 1).
+    "median": (optuna.pruners.MedianPruner, {"n_startup_trials": 5, "n_warmup_steps": 1, "n_min_trials": 1}),
     # Median generalised: a trial goes on while its best value is in the top `percentile` % of the
     # completed trials' values at the same epoch (median = 50).
-    "percentile": (optuna.pruners.PercentilePruner, {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": 1}),
+    "percentile": (optuna.pruners.PercentilePruner, {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": 1,
+                                                     "n_min_trials": 1}),
     "none": (optuna.pruners.NopPruner, {}),
     # Prunes below `lower`: for forcing pruning in tests, not for searching.
     "threshold": (optuna.pruners.ThresholdPruner, {"lower": 0.0}),

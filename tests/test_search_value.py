@@ -1,0 +1,85 @@
+"""`python -m benchmarks.search_value --tiny`: four arms on two sampler seeds at an equal epoch budget, each
+champion scored by search.evaluate on a generated test split; read back through Optuna's and MLflow's clients."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from benchmarks import search_value
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("search-value")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEG_CACHE_DIR", str(work / "cache"))
+        assert search_value.main(["--tiny", "--work", str(work)]) == 0
+    return work
+
+
+def _studies(work: Path, seed: str, arm: str) -> list[optuna.study.Study]:
+    storage = f"sqlite:///{work / f's{seed}' / arm / 'optuna.db'}"
+    return [optuna.load_study(study_name=s.study_name, storage=storage)
+            for s in optuna.get_all_study_summaries(storage)]
+
+
+def test_every_arm_of_every_seed_trains_the_same_epochs_and_is_scored_on_the_test_split(tiny: Path) -> None:
+    results = json.loads((tiny / "out" / "search-value.json").read_text())
+    assert list(results["rows"]) == ["0", "1"]
+    for seed, row in results["rows"].items():
+        assert list(row) == list(search_value.ARMS)
+        for arm, r in row.items():
+            assert set(r["rc"]) == {0}, (seed, arm, r)
+            studies = _studies(tiny, seed, arm)
+            epochs = sum(t.user_attrs["epochs_trained"] for s in studies for t in s.trials)
+            assert epochs == r["epochs"] == results["budget_epochs"], (seed, arm)
+            evaluation = json.loads((tiny / "out" / f"evaluation-s{seed}-{arm}.json").read_text())
+            assert r["test_miou"] == round(evaluation["miou"], 4) and 0 <= r["test_miou"] <= 1
+            assert evaluation["images"] == search_value.TINY["test_images"]
+            assert evaluation["data"].startswith(str(tiny / "test-data"))
+            # The champion is the arm's best trial by val, and its test score is logged on its own run.
+            best = max((s for s in studies if any(t.value is not None for t in s.trials)),
+                       key=lambda s: s.best_value)
+            assert r["val_miou"] == round(best.best_value, 4)
+            run = MlflowClient(f"sqlite:///{tiny / f's{seed}' / arm / 'mlruns' / 'mlflow.db'}").get_run(
+                best.best_trial.user_attrs["mlflow_run_id"])
+            assert run.data.metrics["test_miou"] == pytest.approx(evaluation["miou"])
+
+
+def test_the_arms_differ_only_as_the_issue_says(tiny: Path) -> None:
+    study = tomllib.loads((tiny / "tiny-study.toml").read_text())
+    baseline = {k: v for k, v in study["baseline"]["params"].items()}
+    for seed in ("0", "1"):
+        # (c) never prunes: only the epoch budget stops a trial early.
+        for t in _studies(tiny, seed, "no-pruning")[0].trials:
+            assert t.state != optuna.trial.TrialState.PRUNED or t.user_attrs.get("stopped_by_budget")
+        # (d) is the [baseline] alone, trained on `baseline_seeds` seeds for budget // seeds epochs each.
+        runs = _studies(tiny, seed, "baseline")
+        assert len(runs) == search_value.TINY["baseline_seeds"]
+        for s in runs:
+            (t,) = s.trials
+            assert t.params == pytest.approx(baseline) and t.user_attrs["baseline"]
+            assert t.user_attrs["epochs_trained"] == search_value.TINY["budget_epochs"] // len(runs)
+        # (a) and (b) start from the same trial 0, the [baseline]; (b) then samples at random.
+        first = [_studies(tiny, seed, arm)[0].trials[0] for arm in ("search", "random")]
+        assert all(t.user_attrs["baseline"] for t in first)
+
+
+def test_the_report_names_medians_and_goals(tiny: Path) -> None:
+    md = (tiny / "out" / "search-value.md").read_text()
+    results = json.loads((tiny / "out" / "search-value.json").read_text())
+    assert "python -m benchmarks.search_value --tiny" in md
+    for arm in search_value.ARMS:
+        assert f"| {arm} |" in md
+    assert set(results["summary"]["goals"]) == {
+        "search beats random on >= 4 of 5 seeds, median >= +0.02", "search >= no-pruning (median test mIoU)",
+        "search >= baseline (median test mIoU)"}
+    assert results["summary"]["search_vs"]["random"]["seeds"] == 2
