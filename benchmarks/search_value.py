@@ -31,15 +31,16 @@ import argparse
 import datetime as dt
 import json
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 import shlex
 import statistics
 import sys
 import tempfile
-import tomllib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from benchmarks.machine import machine_info
 from benchmarks.realdata import REPO, Arm, arm_result, evaluate, run_module
@@ -121,7 +122,9 @@ def write_test_split(folder: Path, seed: int, images: int) -> Path:
     return folder / "val"
 
 
-def arm_commands(arm: str, study: Path, seed: int, args: argparse.Namespace, folder: Path) -> list[tuple[str, list[str]]]:
+def arm_commands(
+    arm: str, study: Path, seed: int, args: argparse.Namespace, folder: Path
+) -> list[tuple[str, list[str]]]:
     """(study name, search.run arguments) for each study the arm runs."""
     common = ["--study", str(study), "--confirm", "0", "--device", args.device, "--timeout", str(NO_CLOCK_S),
               "--storage", f"sqlite:///{folder}/optuna.db", "--tracking-uri", f"sqlite:///{folder}/mlruns/mlflow.db"]
@@ -196,7 +199,8 @@ def summary(rows: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     goals = {
         "search beats random on >= 4 of 5 seeds, median >= +0.02":
             None if vs["random"]["seeds"] == 0 else
-            vs["random"]["wins"] >= round(0.8 * vs["random"]["seeds"]) and vs["random"]["median_delta"] >= GOAL_MEDIAN_GAIN,
+            vs["random"]["wins"] >= round(0.8 * vs["random"]["seeds"])
+            and vs["random"]["median_delta"] >= GOAL_MEDIAN_GAIN,
         "search >= no-pruning (median test mIoU)": _at_least(medians, "no-pruning"),
         "search >= baseline (median test mIoU)": _at_least(medians, "baseline"),
     }
@@ -225,8 +229,9 @@ def markdown(results: dict[str, Any]) -> str:
              "|---:|---|---:|---:|---|---:|---|"]
     for seed, row in results["rows"].items():
         for arm, r in row.items():
-            lines.append(f"| {seed} | {arm} | {_fmt(r['test_miou'])} | {_fmt(r['val_miou'])} | {r['trials']} "
-                         f"({r['complete']} / {r['pruned']} / {r['failed']}) | {r['epochs']} | {r['champion'] or '–'} |")
+            counts = f"{r['trials']} ({r['complete']} / {r['pruned']} / {r['failed']})"
+            lines.append(f"| {seed} | {arm} | {_fmt(r['test_miou'])} | {_fmt(r['val_miou'])} | {counts} "
+                         f"| {r['epochs']} | {r['champion'] or '–'} |")
     s = results.get("summary")
     if s:
         lines += ["", "| arm | median test mIoU | median val mIoU | median trials | median epochs |",

@@ -31,9 +31,11 @@ def test_parse_pruner_reads_numbers_and_names_the_bad_item():
         parse_pruner("median:patience=2")
 
 
-@pytest.mark.parametrize("text, keys", [("median:reduction_factor=4", "['n_min_trials', 'n_startup_trials', 'n_warmup_steps']"),
-                                        ("hyperband:percentile=40.0", "['min_resource', 'reduction_factor']"),
-                                        ("none:n_startup_trials=2", "no settings")])
+@pytest.mark.parametrize("text, keys", [
+    ("median:reduction_factor=4", "['n_min_trials', 'n_startup_trials', 'n_warmup_steps']"),
+    ("hyperband:percentile=40.0", "['min_resource', 'reduction_factor']"),
+    ("none:n_startup_trials=2", "no settings"),
+])
 def test_a_key_of_another_pruner_is_refused_with_the_keys_this_one_takes(text: str, keys: str) -> None:
     with pytest.raises(ValueError) as err:
         parse_pruner(text)

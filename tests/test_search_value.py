@@ -4,11 +4,11 @@ champion scored by search.evaluate on a generated test split; read back through 
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import optuna
 import pytest
+import tomllib
 from mlflow import MlflowClient
 
 from benchmarks import search_value

@@ -154,7 +154,8 @@ def test_a_sigterm_after_the_objective_returns_waits_for_optunas_tell(outcome: s
     finally:
         signal.signal(signal.SIGTERM, previous)
     (trial,) = optuna.load_study(study_name="hold", storage=storage).trials
-    assert trial.state == (optuna.trial.TrialState.COMPLETE if outcome == "complete" else optuna.trial.TrialState.PRUNED)
+    expected = optuna.trial.TrialState.COMPLETE if outcome == "complete" else optuna.trial.TrialState.PRUNED
+    assert trial.state == expected
     assert after == []  # the signal stopped the run at the first callback, before the next trial
     hold.release()  # nothing held any more: a no-op
     assert signal.getsignal(signal.SIGTERM) is previous
