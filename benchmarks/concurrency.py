@@ -9,7 +9,6 @@ cores // n torch threads (at least 1), so n workers never oversubscribe the core
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_settings import Sizes
+from search.workers import core_share
 from seg.config import Config
 from seg.runtime import resolve_device
 
@@ -26,7 +26,7 @@ WORKER_TIMEOUT_S = 900
 
 
 def _threads(device_type: str, n: int) -> str | None:
-    return str(max(1, (os.cpu_count() or 1) // n)) if device_type == "cpu" else None
+    return str(core_share(n)) if device_type == "cpu" else None
 
 
 def run_workers(cfg: Config, n: int, steps: int) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shlex
 import statistics
 import sys
@@ -46,6 +45,7 @@ from benchmarks.machine import machine_info
 from benchmarks.realdata import REPO, Arm, arm_result, evaluate, run_module
 from search.plan.plan_toml import toml_key, toml_value
 from search.study.definition import resolve_study_path
+from search.workers import core_share
 from seg.synth.writer import generate_dataset
 
 ARMS = ("search", "random", "no-pruning", "baseline")
@@ -143,7 +143,7 @@ def _thread_env(parallel: int) -> dict[str, str] | None:
     """One share of the cores per arm running at once (as search.workers gives its workers)."""
     if parallel == 1:
         return None
-    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // parallel))}
+    return {"OMP_NUM_THREADS": str(core_share(parallel))}
 
 
 def run_arm(arm: str, study: Path, seed: int, test: Path, args: argparse.Namespace, work: Path,

@@ -65,12 +65,17 @@ def visible_gpus(device: str) -> list[str]:
     return [d.strip() for d in listed.split(",") if d.strip()] if listed else [str(i) for i in range(count)]
 
 
+def core_share(processes: int) -> int:
+    """Threads for each of `processes` CPU processes running at once: an equal share of the cores, at least 1."""
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
 def worker_env(index: int, workers: int, gpus: list[str]) -> dict[str, str]:
     env = dict(os.environ)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
     else:
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+        env.setdefault("OMP_NUM_THREADS", str(core_share(workers)))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

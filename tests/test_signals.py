@@ -23,6 +23,15 @@ def raise_stop(signum, frame):
     raise Stop(signum)
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises_keyboard_interrupt():
+    # A shell that starts pytest in the background starts it with SIGINT ignored (SIG_IGN), and an ignored
+    # Ctrl-C must stay ignored; these tests are about Python's own default, so they set it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture
 def sigterm_raises_stop():
     previous = signal.signal(signal.SIGTERM, raise_stop)
