@@ -134,7 +134,7 @@ def evaluate_folder(data: str | Path, out: Path | None = None, *, study: str | N
         print_scores(console, record)
     if targets is not None:
         try:
-            log_test_results(tracking_uri, targets, folder.scores, names, dataset, files)
+            log_test_results(tracking_uri, targets, folder.scores, names, dataset, files, tta=tta)
         except MlflowException as err:
             log_error = err
     if log_error is not None:

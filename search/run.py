@@ -66,8 +66,9 @@ def parse_args(argv: list[str] | None = None) -> RunSettings:
                    "first; alone, no trial limit). Default: the study file's budget")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (GPUs shared round-robin); "
                    "more than one needs a journal file or PostgreSQL storage")
-    p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds; with --data and "
-                   "no --study also the time budget the study is planned for (default: 1 hour)")
+    p.add_argument("--timeout", type=float, help="stop starting new trials this many seconds after the command "
+                   "started (planning included); with --data and no --study also the time budget the study is "
+                   "planned for (default: 1 hour)")
     p.add_argument("--trial-timeout", type=float, help="fail a trial that runs longer than this many seconds "
                    "(default: the study's budget.trial_timeout_s; none)")
     p.add_argument("--memory-limit-gb", type=float, help="reject configs whose estimated training memory exceeds "
@@ -148,6 +149,12 @@ class AfterTrial:
         self.quota.after_trial(study, trial)
 
 
+def run_timeout(settings: RunSettings, sdef: StudyDef) -> float | None:
+    """Seconds left for starting trials: --timeout (or the study's budget.timeout_s) counted from the
+    command's start, so the planning and set-up before the first trial are part of it."""
+    return settings.seconds_left(settings.timeout if settings.timeout is not None else sdef.timeout_s)
+
+
 def optimize(study: optuna.Study, ctx: TrialContext, settings: RunSettings, budget: Budget,
              display_callback: Any) -> None:
     """Trials until the study meets its budget (shared with the other workers)."""
@@ -158,7 +165,7 @@ def optimize(study: optuna.Study, ctx: TrialContext, settings: RunSettings, budg
     ctx.on_trial_start = quota.start
     try:
         if quota.claim():
-            study.optimize(Objective(ctx), n_trials=None, timeout=settings.timeout or ctx.sdef.timeout_s,
+            study.optimize(Objective(ctx), n_trials=None, timeout=run_timeout(settings, ctx.sdef),
                            catch=(TrialFailed,),
                            callbacks=[ctx.signal_hold.release, display_callback,
                                       AfterTrial(ctx, quota, settings.tracking_uri)],
@@ -206,7 +213,8 @@ def run_workers(settings: RunSettings, argv: list[str], study: optuna.Study, ctx
     start = time.monotonic()
     console.print(f"{settings.workers} workers on study {study.study_name!r} ({settings.storage}), "
                   f"until {budget.describe()}")
-    pool = WorkerPool.start(argv, settings.workers, budget.trials, settings.device, budget.epochs)
+    pool = WorkerPool.start(argv, settings.workers, budget.trials, settings.device, budget.epochs,
+                            timeout=run_timeout(settings, ctx.sdef))
     status = "FAILED"
     try:
         codes = pool.wait()

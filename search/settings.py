@@ -8,8 +8,9 @@ benchmark; nothing past the CLI module sees an argparse namespace. Field names f
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from search.study.space import RunOptions
@@ -54,7 +55,7 @@ class RunSettings:
     total_trials: int | None = None  # instead: trials the study should hold when done
     total_epochs: int | None = None  # epochs the study's trials should have trained in all when done
     workers: int = 1
-    timeout: float | None = None  # seconds after which no new trial starts
+    timeout: float | None = None  # seconds after the command started (planning included) when no new trial starts
     heartbeat: int = 10  # 0: no stale-trial detection
     grace: int | None = None  # default: 3 x heartbeat
     seed: int = 0
@@ -75,9 +76,12 @@ class RunSettings:
     # Set by `--workers` for its child processes.
     worker_index: int | None = None
     target_total: int | None = None
+    # When this command started (time.monotonic()): the timeout counts from here, so planning and set-up
+    # are part of it.
+    started: float = field(default_factory=time.monotonic, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("trials", "total_trials", "heartbeat", "grace", "confirm"):
+        for name in ("trials", "total_trials", "heartbeat", "grace", "confirm", "timeout"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected a non-negative number")
@@ -90,6 +94,10 @@ class RunSettings:
                              "of seconds (--no-system-metrics turns them off)")
         if self.trials is not None and self.total_trials is not None:
             raise ValueError("give --trials (trials to add) or --total-trials (trials the study should hold), not both")
+
+    def seconds_left(self, timeout: float | None) -> float | None:
+        """What is left of `timeout` seconds counted from this command's start (None: no limit)."""
+        return None if timeout is None else max(0.0, timeout - (time.monotonic() - self.started))
 
     @property
     def budget_given(self) -> bool:

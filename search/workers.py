@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 WORKER_FLAGS_WITH_VALUE = ("--workers", "--trials", "--total-trials", "--total-epochs", "--worker-index",
-                           "--target-total")
+                           "--target-total", "--timeout")
 STOP_GRACE_S = 120.0  # a worker finishing its clean-up (MLflow calls with retries) before it is killed
 
 
@@ -34,8 +34,10 @@ def derive_seed(seed: int, worker_index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{worker_index}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-def worker_argv(argv: list[str], index: int, target: int | None, total_epochs: int | None = None) -> list[str]:
-    """The run's own arguments, minus the ones the parent decides, plus the worker's index and budget."""
+def worker_argv(argv: list[str], index: int, target: int | None, total_epochs: int | None = None,
+                timeout: float | None = None) -> list[str]:
+    """The run's own arguments, minus the ones the parent decides, plus the worker's index and budget
+    (`timeout`: what is left of the parent's, whose planning already used some)."""
     kept, skip = [], False
     for arg in argv:
         if skip:
@@ -49,6 +51,7 @@ def worker_argv(argv: list[str], index: int, target: int | None, total_epochs: i
         kept.append(arg)
     budget = ["--target-total", str(target)] if target is not None else []
     budget += ["--total-epochs", str(total_epochs)] if total_epochs is not None else []
+    budget += ["--timeout", f"{timeout:.1f}"] if timeout is not None else []
     return [sys.executable, "-m", "search.run", *kept, "--worker-index", str(index), *budget]
 
 
@@ -86,10 +89,10 @@ class WorkerPool:
 
     @classmethod
     def start(cls, argv: list[str], workers: int, target: int | None, device: str,
-              total_epochs: int | None = None) -> WorkerPool:
+              total_epochs: int | None = None, timeout: float | None = None) -> WorkerPool:
         gpus = visible_gpus(device)
         # Own sessions: a terminal's Ctrl-C reaches only the parent, which forwards exactly one SIGINT.
-        procs = [subprocess.Popen(worker_argv(argv, i, target, total_epochs), env=worker_env(i, workers, gpus),
+        procs = [subprocess.Popen(worker_argv(argv, i, target, total_epochs, timeout), env=worker_env(i, workers, gpus),
                                   start_new_session=True) for i in range(workers)]
         return cls(procs)
 

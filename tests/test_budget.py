@@ -104,3 +104,27 @@ def test_two_workers_share_the_epoch_budget_exactly_and_resume(tmp_path: Path) -
         assert_consistent(env.storage, env.tracking_uri, env.name, expected_counted=len(study.trials))
         assert all(t.user_attrs["epochs_trained"] <= t.user_attrs["epoch_allowance"] <= 3 for t in study.trials)
     assert {t.user_attrs["worker"] for t in env.study().trials} == {0, 1}, "both workers ran trials"
+
+
+def test_the_timeout_counts_from_the_command_start_planning_included(tmp_path: Path) -> None:
+    import time
+
+    from search.run import run_timeout
+    from search.settings import RunSettings
+
+    sdef = load_study(StudyEnv(tmp_path, "clock", **TINY).file)
+    # A command that started 50 s ago (planning a dataset, say) has 10 s of a 60 s --timeout left.
+    settings = RunSettings(timeout=60, started=time.monotonic() - 50)
+    assert 9 < run_timeout(settings, sdef) <= 10
+    assert run_timeout(RunSettings(timeout=60, started=time.monotonic() - 90), sdef) == 0
+    assert run_timeout(RunSettings(), sdef) == sdef.timeout_s  # no --timeout: the study's own (None here)
+    with pytest.raises(ValueError, match="--timeout -1"):
+        RunSettings(timeout=-1)
+
+
+def test_a_timeout_spent_before_the_first_trial_starts_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEG_CACHE_DIR", str(tmp_path / "cache"))
+    env = StudyEnv(tmp_path, "spent", trials=3, epochs=1, **TINY)
+    # --timeout 0: the set-up alone (storages, the parent run) spends it, so no trial starts.
+    assert env.run("--timeout", "0") == 0
+    assert env.study().trials == []

@@ -16,6 +16,7 @@ from PIL import Image, ImageFile
 from seg import data
 from seg.data import (
     DatasetError,
+    DatasetSpec,
     DuplicateStemError,
     EmptyDirectoryError,
     IgnoredFileWarning,
@@ -285,6 +286,9 @@ def test_jpeg_label_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(LabelFormatError) as err:
         decode_label(path, num_classes=3)
     assert str(path) in str(err.value) and "JPEG" in str(err.value)
+    # A model's stored spec for JPEG binary masks reads it.
+    spec = DatasetSpec().with_binary_threshold(128)
+    assert decode_label(path, num_classes=2, spec=spec).tolist() == [[0, 0], [0, 0]]
 
 
 def test_jpeg_named_png_label_is_rejected(tmp_path: Path) -> None:

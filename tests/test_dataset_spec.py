@@ -5,6 +5,7 @@ Each dataset is a few 16x16 images generated in tmp_path in the convention real 
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from pathlib import Path
@@ -50,9 +51,9 @@ def _fresh_cache():
     data.clear_cache()
 
 
-def _image(path: Path, seed: int) -> None:
+def _image(path: Path, seed: int, size: tuple[int, int] = (SIZE, SIZE)) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(path)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
 
 
 def _label(path: Path, values: np.ndarray) -> None:
@@ -77,10 +78,10 @@ def _write(root: Path, splits: dict[str, list[np.ndarray]], images: str = "image
         for i, arr in enumerate(arrays):
             stem = f"{split or 'x'}{i:02d}"
             if side_by_side:
-                _image(root / split / f"{stem}.png", i)
+                _image(root / split / f"{stem}.png", i, arr.shape[:2])
                 _label(root / f"{split}annot" / f"{stem}{suffix}.png", arr)
             else:
-                _image(base / images / f"{stem}.jpg", i)
+                _image(base / images / f"{stem}.jpg", i, arr.shape[:2])
                 _label(base / labels / f"{stem}{suffix}.png", arr)
     return root
 
@@ -129,6 +130,74 @@ def test_the_plan_of_0_255_masks_has_two_classes_and_says_why(tmp_path):
     why = next(d.why for d in plan.decisions if d.key == "num_classes")
     assert why.startswith("binary masks") and "ignore_index = 255" in why
     assert plan.fingerprint["dataset_spec"]["label_map"] == {"255": 1}
+
+
+def _soft_mask(seed: int, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """(the file's values, the hard 0/1 truth) of a 0/255 mask saved as JPEG or anti-aliased by a resize."""
+    yy, xx = np.mgrid[:96, :120]
+    hard = ((yy - 40 - seed) ** 2 + (xx - 60) ** 2 < 900).astype(np.uint8) * 255
+    if how == "jpeg":
+        buffer = io.BytesIO()
+        Image.fromarray(hard).save(buffer, "JPEG", quality=75)
+        return np.array(Image.open(buffer)), (hard > 0).astype(np.uint8)
+    small = Image.fromarray(hard).resize((60, 48), Image.Resampling.BILINEAR)
+    return np.array(small), (np.array(Image.fromarray(hard).resize((60, 48), Image.Resampling.NEAREST)) > 0)
+
+
+@pytest.mark.parametrize("how", ["jpeg", "resized"])
+def test_anti_aliased_or_jpeg_0_255_masks_are_thresholded_into_two_classes(tmp_path, how):
+    """Kvasir-SEG-like masks: values smeared around 0 and 255, not exactly binary: 2 classes, said so."""
+    masks = {split: [_soft_mask(seed, how) for seed in seeds] for split, seeds in (("train", (0, 3, 6)), ("val", (9,)))}
+    root = _write(tmp_path / "polyps", {split: [m for m, _ in pairs] for split, pairs in masks.items()})
+    values = np.unique(np.concatenate([m.ravel() for pairs in masks.values() for m, _ in pairs]))
+    assert len(values) > 8  # the files really are not binary
+    ds = load_dataset(root, num_classes=2)
+    assert ds.spec.binary and ds.spec.binary_threshold == 128 and ds.spec.source == "detected"
+    (file_values, _), = masks["val"]
+    assert torch.equal(ds.val.masks[0], torch.from_numpy((file_values >= 128).astype(np.uint8)))
+    plan = plan_classes(survey_dataset(root))
+    assert plan.num_classes == 2 and plan.names == ("background", "foreground")
+    assert plan.decisions[0].why.startswith("anti-aliased or JPEG binary masks") and "128" in plan.decisions[0].why
+    # The model's stored spec reads a test folder of the same kind the same way.
+    stored = DatasetSpec.from_dict(ds.spec.to_dict())
+    assert stored == ds.spec
+    test = load_labelled_folder(_write(tmp_path / "test", {"": [m for m, _ in masks["train"]]}), 2, spec=stored)
+    assert all(set(torch.unique(m).tolist()) == {0, 1} for m in test.masks)
+
+
+def test_jpeg_mask_files_are_read_as_binary_and_jpeg_class_indices_refused(tmp_path):
+    """Kvasir-SEG ships images/ + masks/ as .jpg: read, thresholded; a JPEG of class indices names its files."""
+    root = tmp_path / "kvasir"
+    for i in range(4):
+        hard = _soft_mask(3 * i, "resized")[1].astype(np.uint8) * 255
+        _image(root / "images" / f"p{i}.jpg", i, hard.shape)
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.stack([hard] * 3, -1)).save(root / "masks" / f"p{i}.jpg", quality=75)  # RGB, as Kvasir
+    ds = load_dataset(root, num_classes=2, val_fraction=0.25)
+    assert ds.spec.binary and all(set(torch.unique(m).tolist()) <= {0, 1} for m in (*ds.train.masks, *ds.val.masks))
+    assert plan_classes(survey_dataset(root)).num_classes == 2
+    for i in range(4):  # now class indices 0, 1, 2 as JPEG: smeared, refused
+        Image.fromarray((_bands([0, 1, 2], i) * 1).astype(np.uint8)).resize((60, 48)).save(root / "masks" / f"p{i}.jpg")
+    data.clear_cache()
+    with pytest.raises(LabelFormatError, match=r"4 label file\(s\) are JPEG") as info:
+        load_dataset(root, num_classes=3, val_fraction=0.25)
+    assert "p0.jpg" in str(info.value) and "single-channel PNG" in str(info.value)
+    with pytest.raises(LabelFormatError, match="are JPEG"):
+        survey_dataset(root)
+
+
+def test_class_index_labels_with_a_void_255_are_not_taken_for_soft_masks(tmp_path):
+    """0..16 and 255 (VOC's convention), mostly background: 17 classes, never thresholded."""
+    labels = []
+    for seed in range(4):
+        arr = np.zeros((SIZE, SIZE), np.uint8)
+        arr[seed:seed + 2, :] = np.arange(1, SIZE + 1)  # classes 1..16 in a thin band
+        arr[-1, :] = 255
+        labels.append(arr)
+    root = _write(tmp_path / "voc", {"train": labels[:3], "val": labels[3:]})
+    ds = load_dataset(root, num_classes=SIZE + 1)
+    assert not ds.spec.binary and ds.spec.binary_threshold is None
+    assert int(ds.val.masks[0].max()) == 255 and len(torch.unique(ds.train.masks[0])) > 2
 
 
 def test_an_explicit_ignore_index_wins_over_the_binary_rule(tmp_path):

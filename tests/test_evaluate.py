@@ -246,12 +246,25 @@ def test_study_best_trial_scored_and_logged_to_run_model_and_registry(
     champion = client.get_model_version_by_alias(tiny.name, CHAMPION)
     assert champion.run_id == run.info.run_id
     assert float(champion.tags["test_miou"]) == pytest.approx(record["miou"], abs=1e-6)
+    assert run.data.tags["test_tta"] == champion.tags["test_tta"] == "false"
     assert record["registry_versions"] == [f"{tiny.name}/{champion.version}"]
     assert {a.path for a in client.list_artifacts(run.info.run_id, "test")} == {"test/evaluation.json",
                                                                                  "test/confusion.png"}
     # The study report shows the figures.
     section = evaluation_section(client, tiny.study(), best)
     assert f"{record['miou']:.4f}" in section.body and "val/test" in section.body
+
+
+def test_a_tta_score_is_marked_as_one_on_the_run_and_the_registry_version(
+        scored_study: tuple[StudyEnv, Path], tmp_path: Path) -> None:
+    tiny, test = scored_study
+    args = tiny.read_args("--data", str(test), "--out", str(tmp_path / "out"), "--device", "cpu", "--tta")
+    assert evaluate_main(args) == 0
+    record = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    client = MlflowClient(tiny.tracking_uri, registry_uri=tiny.tracking_uri)
+    champion = client.get_model_version_by_alias(tiny.name, CHAMPION)
+    assert record["tta"] is True
+    assert client.get_run(record["run_id"]).data.tags["test_tta"] == champion.tags["test_tta"] == "true"
 
 
 def test_registry_model_uri_scores_the_same_model(scored_study: tuple[StudyEnv, Path], tmp_path: Path) -> None:

@@ -98,6 +98,9 @@ def test_worker_argv_replaces_the_run_level_flags() -> None:
     # An epoch budget is the study's total: the parent's resolved one replaces the flag; no trial target, none given.
     argv = worker_argv(["--total-epochs=30", "--study", "s.toml"], 0, None, 40)
     assert argv[3:] == ["--study", "s.toml", "--worker-index", "0", "--total-epochs", "40"]
+    # The parent's planning spent some of --timeout: the workers get what is left, not the flag.
+    argv = worker_argv(["--timeout", "600", "--study", "s.toml"], 1, None, None, 541.26)
+    assert argv[3:] == ["--study", "s.toml", "--worker-index", "1", "--timeout", "541.3"]
 
 
 def test_several_workers_on_sqlite_are_refused_with_the_fix(tmp_path: Path, monkeypatch, capsys) -> None:

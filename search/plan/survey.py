@@ -28,7 +28,7 @@ from seg.data import (
     read_label,
     resolve_spec,
 )
-from seg.data.conventions import binary_lut
+from seg.data.conventions import binary_lut, refuse_lossy_labels
 from seg.loaders import CLASSES_FILE, read_classes_file
 
 FLAT_VAL_FRACTION = 0.2  # the plan's val share for a flat images/ + labels/ folder
@@ -118,6 +118,7 @@ def survey_dataset(root: str | Path | None, data: DataConfig | None = None) -> S
     train_sizes = _read_labels(train, spec, "train", tally)
     val_sizes = _read_labels(val, spec, "val", tally)
     resolved = resolve_spec(spec, tally)
+    refuse_lossy_labels(resolved, tally, str(path))
     if resolved is not spec:
         tally = tally.remapped(binary_lut(resolved))
     val_counts = tally.pixels.get("val", np.zeros(256, dtype=np.int64))

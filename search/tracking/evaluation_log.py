@@ -6,6 +6,7 @@
   `validation`, as `search.tracking.datasets` logs them), named `<folder>/test`, its digest a hash
   of the decoded pixels and labels, its profile the image count, sizes and class frequencies;
 - every registry version of that run's model gets the tags `test_miou` and `test_dataset`;
+- the run and the versions get `test_tta` ("true" or "false": whether the flipped prediction was averaged in);
 - `evaluation.json` and `confusion.png` become the run's `test/` artifacts.
 
 Evaluating again (another folder, or after a fix) logs new points: the latest value is what the run,
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow.data.sources import LocalArtifactDatasetSource
-from mlflow.entities import DatasetInput, InputTag, Metric
+from mlflow.entities import DatasetInput, InputTag, Metric, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -35,6 +36,7 @@ from seg.metrics import SegScores
 TEST_CONTEXT = "testing"
 TEST_ARTIFACT_DIR = "test"
 MIOU, PIXEL_ACC, IOU_PREFIX = "test_miou", "test_pixel_acc", "test_iou/"
+TTA = "test_tta"  # "true" when the figures averaged with the flipped prediction
 
 
 @dataclass
@@ -96,9 +98,11 @@ def resolve_targets(tracking_uri: str, origin: ModelOrigin) -> LogTargets:
 
 
 def log_test_results(tracking_uri: str, targets: LogTargets, scores: SegScores, class_names: tuple[str, ...],
-                     dataset: ProfiledDataset, artifacts: list[Path]) -> None:
+                     dataset: ProfiledDataset, artifacts: list[Path], tta: bool = False) -> None:
     """Log the test figures to the run and its LoggedModel (one `log_batch`), the folder as a `testing`
-    input, `artifacts` under the run's `test/` and the `test_miou` tag on the registry versions.
+    input, `artifacts` under the run's `test/`, the `test_miou` tag on the registry versions, and whether
+    the figures used flip test-time augmentation (`test_tta`, on the run and the versions): a score with
+    TTA is not comparable with one without.
     MlflowException propagates (the caller has written its files first, so nothing is lost)."""
     if targets.run_id is None:
         return
@@ -106,7 +110,7 @@ def log_test_results(tracking_uri: str, targets: LogTargets, scores: SegScores, 
     stamp = int(time.time() * 1000)
     batch = [Metric(k, float(v), stamp, 0, model_id=targets.model_id, dataset_name=dataset.name,
                     dataset_digest=dataset.digest) for k, v in score_metrics(scores, class_names).items()]
-    client.log_batch(targets.run_id, metrics=batch)
+    client.log_batch(targets.run_id, metrics=batch, tags=[RunTag(TTA, str(tta).lower())])
     client.log_inputs(targets.run_id, datasets=[
         DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, TEST_CONTEXT)])])
     for path in artifacts:
@@ -114,3 +118,4 @@ def log_test_results(tracking_uri: str, targets: LogTargets, scores: SegScores, 
     for name, version in targets.versions:
         client.set_model_version_tag(name, version, MIOU, f"{scores.miou:.6f}")
         client.set_model_version_tag(name, version, "test_dataset", f"{dataset.name}@{dataset.digest}")
+        client.set_model_version_tag(name, version, TTA, str(tta).lower())

@@ -15,7 +15,14 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from seg.data.conventions import ValueTally, binary_lut, label_warnings, require_two_classes, resolve_spec
+from seg.data.conventions import (
+    ValueTally,
+    binary_lut,
+    label_warnings,
+    refuse_lossy_labels,
+    require_two_classes,
+    resolve_spec,
+)
 from seg.data.dataset_spec import DatasetSpec, read_dataset_spec
 from seg.data.decode import _check_label_values, _check_sizes, _validate_num_classes, decode_image, read_label
 from seg.data.discover import Pair
@@ -117,6 +124,7 @@ def decode_pairs(splits: dict[str, Sequence[Pair]], num_classes: int, spec: Data
     tally = ValueTally()
     raw = {name: _read_split(pairs, spec, name, tally) for name, pairs in splits.items()}
     resolved = resolve_spec(spec, tally) if resolve else spec
+    refuse_lossy_labels(resolved, tally, where)
     lut = binary_lut(resolved) if resolved is not spec else np.arange(256, dtype=np.uint8)
     tally = tally.remapped(lut)
     training = resolve and "train" in splits  # a training set needs 2 classes; a test folder is scored as it is

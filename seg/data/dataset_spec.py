@@ -50,6 +50,8 @@ class DatasetSpec:
     labels: str | None = None
     label_suffix: str = ""
     binary: bool = False  # 0/255 or 0/1 masks detected: background/foreground (255 -> 1)
+    # Anti-aliased or JPEG 0/255 masks detected: file values >= this are foreground 1, the rest background 0.
+    binary_threshold: int | None = None
     source: str = "default"  # "ROOT/dataset.toml", "detected" or "default"
     ignore_colors: tuple[Color, ...] = ()  # colour-table entries marked ignore = true
     keys: tuple[str, ...] = ()  # the keys dataset.toml set (what was said, not defaulted)
@@ -67,6 +69,8 @@ class DatasetSpec:
         """The class index (or 255) a file value decodes to, before validation."""
         if value in self.label_map:
             return self.label_map[value]
+        if self.binary_threshold is not None:
+            return int(value >= self.binary_threshold)
         if self.ignore_index is not None and value == self.ignore_index:
             return IGNORE
         return value
@@ -79,7 +83,7 @@ class DatasetSpec:
             "ignore_index": self.ignore_index,
             "label_map": {str(k): v for k, v in sorted(self.label_map.items())},
             "images": self.images, "labels": self.labels, "label_suffix": self.label_suffix,
-            "binary": self.binary, "source": self.source,
+            "binary": self.binary, "binary_threshold": self.binary_threshold, "source": self.source,
             "ignore_colors": [list(c) for c in self.ignore_colors], "keys": list(self.keys),
         }
 
@@ -96,7 +100,8 @@ class DatasetSpec:
             ignore_index=data.get("ignore_index", IGNORE),
             label_map={_int_key(k, "label_map"): int(v) for k, v in (data.get("label_map") or {}).items()},
             images=data.get("images"), labels=data.get("labels"), label_suffix=data.get("label_suffix") or "",
-            binary=bool(data.get("binary", False)), source=str(data.get("source", "default")),
+            binary=bool(data.get("binary", False)), binary_threshold=data.get("binary_threshold"),
+            source=str(data.get("source", "default")),
             ignore_colors=tuple(_color(c, "ignore_colors") for c in data.get("ignore_colors") or ()),
             keys=tuple(data.get("keys") or ()),
         )
@@ -105,6 +110,10 @@ class DatasetSpec:
         """The resolved spec for detected binary masks (0/255: 255 -> 1; 0/1: as is)."""
         label_map = {**self.label_map, IGNORE: 1} if remap_255 else dict(self.label_map)
         return replace(self, binary=True, label_map=label_map, source="detected")
+
+    def with_binary_threshold(self, threshold: int) -> DatasetSpec:
+        """The resolved spec for detected anti-aliased 0/255 masks: values >= threshold are foreground 1."""
+        return replace(self, binary=True, binary_threshold=threshold, source="detected")
 
 
 def read_dataset_spec(root: str | Path) -> DatasetSpec:

@@ -16,8 +16,8 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from seg.data.colour_labels import map_colours, refuse_colour_label
-from seg.data.dataset_spec import SPEC_FILE, DatasetSpec
-from seg.data.discover import LABEL_SUFFIX, Pair
+from seg.data.dataset_spec import LABEL_KEYS, SPEC_FILE, DatasetSpec
+from seg.data.discover import LABEL_SUFFIX, LOSSY_LABEL_SUFFIXES, Pair
 from seg.data.errors import (
     _MAX_LISTED,
     ImageTooLargeError,
@@ -182,16 +182,19 @@ def _check_label_values(arr: np.ndarray, path: Path, num_classes: int) -> np.nda
 
 
 def _open_label(path: Path) -> Image.Image:
-    if path.suffix.lower() != LABEL_SUFFIX:
+    # JPEG labels are opened too: binary 0/255 masks often come as JPEGs (Kvasir-SEG); the dataset-wide
+    # rules (seg.data.conventions.refuse_lossy_labels) accept them only as binary masks.
+    expected = "JPEG" if path.suffix.lower() in LOSSY_LABEL_SUFFIXES else "PNG"
+    if expected == "PNG" and path.suffix.lower() != LABEL_SUFFIX:
         raise LabelFormatError(
             f"label {path} is not a PNG; labels must be lossless PNGs of class indices "
-            "(JPEG compression corrupts class indices) - re-export it as a single-channel PNG"
+            "(or binary 0/255 masks as JPEG) - re-export it as a single-channel PNG"
         )
     img, image_format = _open_fully(path)
-    if image_format != "PNG":
+    if image_format != expected:
         raise LabelFormatError(
-            f"label {path} is named .png but is a {image_format} file; labels must be lossless "
-            "single-channel PNGs of class indices"
+            f"label {path} is named {path.suffix} but is a {image_format} file; labels must be lossless "
+            "single-channel PNGs of class indices (or binary 0/255 masks as JPEG)"
         )
     return img
 
@@ -244,8 +247,14 @@ def decode_label(path: Path, num_classes: int, spec: DatasetSpec | None = None) 
     :class:`LabelValueError` (values >= num_classes other than 255) or
     :class:`UnreadableFileError`.
     """
-    path = Path(path)
+    path, spec = Path(path), spec or DatasetSpec()
     _validate_num_classes(num_classes)
+    if path.suffix.lower() in LOSSY_LABEL_SUFFIXES and not (spec.binary or any(k in spec.keys for k in LABEL_KEYS)):
+        raise LabelFormatError(
+            f"label {path} is a JPEG; JPEG compression smears class indices, so JPEG labels are read only as "
+            "binary 0/255 masks (load_dataset detects them across a dataset) or as ROOT/dataset.toml describes "
+            "them - re-export it as a single-channel PNG"
+        )
     arr = _check_label_values(read_label(path, spec), path, num_classes)
     return torch.from_numpy(arr)
 

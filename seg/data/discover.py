@@ -21,6 +21,7 @@ from seg.data.errors import (
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LABEL_SUFFIX = ".png"
+LOSSY_LABEL_SUFFIXES = (".jpg", ".jpeg")  # read only as binary 0/255 masks (seg.data.conventions)
 
 
 @dataclass(frozen=True)
