@@ -153,7 +153,8 @@ class Objective:
 
     def predict(self, trial: optuna.Trial, cfg: Config, run: TrialRun) -> None:
         """The plan's predicted seconds an epoch of this config, beside which the trial logs its measured ones."""
-        self.predicted = self.forecast.predict(trial.study, cfg, self.ctx.data, self.device.type)
+        self.predicted = self.forecast.predict(trial.study, cfg, self.ctx.data, self.device.type,
+                                               self.ctx.sdef.time_model)
         if self.predicted is not None:
             trial.set_user_attr(PREDICTED, round(self.predicted, 3))
             run.log_metrics({PREDICTED: self.predicted}, step=0)

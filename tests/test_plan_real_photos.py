@@ -171,7 +171,7 @@ def test_each_trial_logs_its_predicted_epoch_seconds_and_the_baseline_is_trial_0
     storage, tracking = f"sqlite:///{tmp_path}/optuna.db", f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
-        assert run_main(["--data", str(plan_datasets["three"]), "--trials", "2", "--epochs", "2", "--timeout", "60",
+        assert run_main(["--data", str(plan_datasets["three"]), "--trials", "2", "--epochs", "2", "--timeout", "300",
                          "--device", "cpu", "--storage", storage, "--tracking-uri", tracking]) == 0
     finally:
         signal.signal(signal.SIGTERM, sigterm)
@@ -191,3 +191,22 @@ def test_each_trial_logs_its_predicted_epoch_seconds_and_the_baseline_is_trial_0
         assert measured and trial.user_attrs["epoch_seconds"] == pytest.approx(float(np.median(measured)), abs=1e-3)
         assert trial.user_attrs["epoch_time_ratio"] == pytest.approx(trial.user_attrs["epoch_seconds"] / predicted,
                                                                      rel=0.01)
+
+
+def test_a_planned_study_file_run_with_study_predicts_epoch_seconds_too(plan_datasets, tmp_path):
+    """search.plan --out FILE, then search.run --study FILE: the file's [plan] time model predicts."""
+    out = tmp_path / "planned.toml"
+    args = ["--data", str(plan_datasets["three"]), "--device", "cpu", "--hours", "0.1", "--out", str(out)]
+    assert plan_main(args) == 0
+    model = tomllib.loads(out.read_text())["plan"]["time_model"]
+    assert model["device"] == "cpu" and load_study(out).time_model == model
+    storage, tracking = f"sqlite:///{tmp_path}/optuna.db", f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        assert run_main(["--study", str(out), "--trials", "1", "--epochs", "1", "--device", "cpu", "--confirm", "0",
+                         "--storage", storage, "--tracking-uri", tracking]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    (trial,) = optuna.load_study(study_name="plan-three", storage=storage).trials
+    assert trial.user_attrs["epoch_seconds_predicted"] > 0
+    assert trial.user_attrs["epoch_time_ratio"] > 0

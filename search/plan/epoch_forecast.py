@@ -1,6 +1,7 @@
 """Each trial's predicted seconds per epoch, from the plan's time model, beside its measured ones.
 
-A planned study (`search.run --data DIR`) keeps the plan's fingerprint as a study user attr; its
+A planned study (`search.run --data DIR`) keeps the plan's fingerprint as a study user attr, and a
+planned study file (`search.plan --out FILE`, run with `--study FILE`) carries it in [plan]; its
 `time_model` (`search.plan.epoch_time`) costs the trial's sampled configuration on the decoded data,
 the way the plan costed the space. The trial records the prediction (`epoch_seconds_predicted`:
 an Optuna user attr and an MLflow metric at step 0, beside the per-epoch `epoch_seconds`) and, once
@@ -29,10 +30,11 @@ RATIO = "epoch_time_ratio"
 WARN_RATIO = 1.5
 
 
-def time_model_of(study: optuna.Study) -> EpochTimeModel | None:
-    """The plan's time model stored with the study, or None (a study file that was not planned here)."""
+def time_model_of(study: optuna.Study, from_file: dict[str, Any] | None = None) -> EpochTimeModel | None:
+    """The plan's time model stored with the study (`search.run --data`), else the one a planned study
+    file carries in [plan] (`search.run --study FILE`), or None (a study file that was not planned)."""
     fingerprint = study.user_attrs.get(FINGERPRINT_ATTR) or {}
-    stored = fingerprint.get("time_model")
+    stored = fingerprint.get("time_model") or from_file
     return EpochTimeModel.from_dict(stored) if stored else None
 
 
@@ -53,10 +55,12 @@ class EpochForecast:
         self.warned = False
         self.console = console or Console(stderr=True)
 
-    def predict(self, study: optuna.Study, cfg: Config, data: SegmentationData, device: str) -> float | None:
-        """Seconds an epoch of `cfg` should take, or None without a time model for this kind of device."""
+    def predict(self, study: optuna.Study, cfg: Config, data: SegmentationData, device: str,
+                from_file: dict[str, Any] | None = None) -> float | None:
+        """Seconds an epoch of `cfg` should take, or None without a time model for this kind of device
+        (`from_file`: the study file's [plan] time_model)."""
         if not self.loaded:  # the plan is stored before the first trial and never changes: read it once
-            self.model, self.loaded = time_model_of(study), True
+            self.model, self.loaded = time_model_of(study, from_file), True
         if self.model is None or self.model.device != device:
             return None
         train, val = data_sizes(data)

@@ -61,7 +61,7 @@ def plan_table(plan: Plan) -> Table:
     table.add_column("value", overflow="fold", max_width=40)
     table.add_column("why", overflow="fold")
     for d in plan.decisions:
-        if d.why and not d.why.startswith("as the default"):
+        if d.why and not d.why.startswith("as the default") and d.table != "plan":  # [plan]: numbers for search.run
             setting = f"[{d.table}]" if d.key is None else f"{d.table}.{d.key}"
             table.add_row(escape(setting), escape("" if d.key is None else toml_value(d.value)), escape(d.why))
     return table

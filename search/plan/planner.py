@@ -96,6 +96,8 @@ def make_plan(req: PlanRequest, survey: Survey | None = None) -> Plan:
         *budget.decisions,
         *space,
         *plan_baseline(space),
+        Decision("plan", "time_model", model.to_dict(), "seconds an epoch on this device, fitted to the plan's probes: "
+                 "search.run --study THIS_FILE predicts each trial's epoch time with it (delete to stop)"),
     ]
     fingerprint = {**survey.fingerprint(), "device": {"kind": spec.kind, "label": spec.label, "here": spec.present,
                                                       "memory_bytes": spec.memory, "cost": cost.how},

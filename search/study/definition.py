@@ -79,6 +79,7 @@ class StudyDef:
     baseline: dict[str, Any] | None = None
     confirm_top: int = 0  # [confirm] top: retrain this many of the best trials after the search (0: none)
     confirm_seeds: int = 3  # [confirm] seeds: fresh training seeds per retrained configuration
+    time_model: dict[str, Any] | None = None  # [plan] time_model: a planned file's epoch-time model (plain data)
 
     def dimension(self, name: str) -> Dimension | None:
         return next((d for d in self.space if d.name == name), None)
@@ -121,7 +122,7 @@ def load_study(name_or_file: str | Path) -> StudyDef:
 
 
 def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
-    known = {"study", "data", "budget", "sampler", "pruner", "space", "baseline", "confirm"}
+    known = {"study", "data", "budget", "sampler", "pruner", "space", "baseline", "confirm", "plan"}
     _no_unknown(path, "top level", raw, known)
     study = raw.get("study", {})
     _no_unknown(path, "[study]", study, {"name", "metric", "direction", "data_required"})
@@ -130,6 +131,8 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
     confirm = raw.get("confirm", {})
     _no_unknown(path, "[confirm]", confirm, {"top", "seeds"})
     _no_unknown(path, "[baseline]", raw.get("baseline", {}), {"params"})
+    plan = raw.get("plan", {})
+    _no_unknown(path, "[plan]", plan, {"time_model"})
     data = raw.get("data", {})
     _no_unknown(path, "[data]", data, {f.name for f in dataclasses.fields(DataConfig)})
     sdef = StudyDef(
@@ -150,6 +153,7 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
         baseline=raw.get("baseline", {}).get("params") if raw.get("baseline") else None,
         confirm_top=_count(path, "[confirm] top", confirm.get("top", 0), 0),
         confirm_seeds=_count(path, "[confirm] seeds", confirm.get("seeds", 3), 1),
+        time_model=plan.get("time_model"),
     )
     _check(sdef)
     return sdef
