@@ -22,13 +22,15 @@ test split that neither the search nor the baseline saw: the embedded dataset's 
 `--test-seed` (default 1000; the studies train on generator seed 0). Written to `--out`:
 search-value.json (per seed and arm: test and val mIoU, trials by state, epochs trained, the
 commands) and search-value.md (the per-seed table, the medians and the goals). The JSON is
-rewritten after every arm, so an interrupted run keeps what it measured.
+rewritten after every arm, so an interrupted run keeps what it measured, and `--resume` runs only the
+seeds and arms it lacks (same study content, budget and test split, or it refuses).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import shlex
 import statistics
@@ -73,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<date>-<device>/"
                                             "search-value)")
     p.add_argument("--work", type=Path, help="storages, logs and evaluations (default: a new temp folder, kept)")
+    p.add_argument("--resume", action="store_true", help="keep the seeds and arms already in --out's "
+                                                         "search-value.json and run only the others")
     p.add_argument("--tiny", action="store_true", help="a tiny copy of the study (8 training images, 2 epochs a "
                                                        "trial), seeds 0 and 1, 4 epochs an arm, in this process")
     args = p.parse_args(argv)
@@ -223,6 +227,9 @@ def _count(value: float | None) -> str:
 def markdown(results: dict[str, Any]) -> str:
     lines = [f"# Does searching pay? `{results['study']}` at {results['budget_epochs']} epochs per arm", "",
              f"`{results['command']}`", "",
+             *(f"Resumed from `{r['command']}` (started {r['started']}); each row's commands in the JSON say "
+               "which run measured it." for r in results.get("earlier_runs", [])),
+             *([""] if results.get("earlier_runs") else []),
              f"Machine: {results['machine'].get('cpu', '?')}; test split: {results['test_images']} generated "
              f"images, generator seed {results['test_seed']} (the studies train on seed 0).", "",
              "| seed | arm | test mIoU | val mIoU | trials (complete / pruned / failed) | epochs | champion |",
@@ -255,6 +262,30 @@ def write_results(results: dict[str, Any], out: Path) -> None:
     (out / "search-value.md").write_text(markdown(results))
 
 
+def study_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def earlier_results(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The rows of an interrupted run in `out`, refused unless they were measured with the same settings
+    (the study's content, the epoch budget, the baseline's seeds and the test split)."""
+    path = out / "search-value.json"
+    if not path.exists():
+        raise SystemExit(f"search_value: --resume: {path} does not exist; run without --resume to start")
+    old = json.loads(path.read_text())
+    old_study = Path(old["study"])
+    old_sha = old.get("study_sha256") or (study_sha256(old_study) if old_study.exists() else None)
+    if old_sha is None:
+        raise SystemExit(f"search_value: --resume: {path} names the study {old_study}, which is gone and whose "
+                         "hash it does not record; expected the same study file to compare")
+    before = {**{k: old.get(k) for k in settings if k != "study_sha256"}, "study_sha256": old_sha}
+    differ = [f"{k} {before[k]!r} there, {v!r} now" for k, v in settings.items() if before[k] != v]
+    if differ:
+        raise SystemExit(f"search_value: --resume: {path} was measured with other settings ({'; '.join(differ)}); "
+                         "expected the same, or a new --out")
+    return old
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.in_process = args.tiny
@@ -271,17 +302,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.tiny:
         study = tiny_study(study, work)
+    settings = {"study_sha256": study_sha256(study), "budget_epochs": args.budget_epochs,
+                "baseline_seeds": args.baseline_seeds, "test_seed": args.test_seed, "test_images": args.test_images}
+    old = earlier_results(out, settings) if args.resume else None
     test = write_test_split(work / "test-data", args.test_seed, args.test_images)
     results: dict[str, Any] = {
         "command": shlex.join(["python", "-m", "benchmarks.search_value", *(sys.argv[1:] if argv is None else argv)]),
         "started": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(args.device),
-        "study": str(study), "seeds": args.seeds, "budget_epochs": args.budget_epochs,
-        "baseline_seeds": args.baseline_seeds, "test_seed": args.test_seed, "test_images": args.test_images,
-        "work": str(work), "rows": {}}
+        "study": str(study), "seeds": args.seeds, **settings, "work": str(work), "rows": {}}
+    if old:
+        # Kept verbatim: each row's own commands say which run, storages and evaluation measured it.
+        results["earlier_runs"] = [*old.get("earlier_runs", []),
+                                   {k: old.get(k) for k in ("command", "started", "finished", "work", "machine")}]
     print(f"search_value: {len(args.seeds)} seeds x {len(args.arms)} arms, {args.budget_epochs} epochs each; "
           f"storages and logs in {work}", flush=True)
+    if old:  # an earlier run's seeds stay in the table, even those this command does not name
+        args.seeds = list(dict.fromkeys([*map(int, old["rows"]), *args.seeds]))
+        results["seeds"] = args.seeds
     for seed in args.seeds:  # the table's order, whatever order the arms finish in
-        results["rows"][str(seed)] = {}
+        results["rows"][str(seed)] = dict(old["rows"].get(str(seed), {})) if old else {}
     lock = threading.Lock()
 
     def one(seed: int, arm: str) -> None:
@@ -292,7 +331,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"trials {r['trials']} epochs {r['epochs']}", flush=True)
             write_results(results, out)
 
-    jobs = [(seed, arm) for seed in args.seeds for arm in args.arms]
+    jobs = [(seed, arm) for seed in args.seeds for arm in args.arms if arm not in results["rows"][str(seed)]]
+    if old:
+        print(f"search_value: --resume: {sum(map(len, results['rows'].values()))} arms kept from {out}, "
+              f"{len(jobs)} to run", flush=True)
     if args.parallel == 1 or args.tiny:  # in the main thread: search.run in process installs signal handlers
         for seed, arm in jobs:
             one(seed, arm)

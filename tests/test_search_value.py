@@ -83,3 +83,20 @@ def test_the_report_names_medians_and_goals(tiny: Path) -> None:
         "search beats random on >= 4 of 5 seeds, median >= +0.02", "search >= no-pruning (median test mIoU)",
         "search >= baseline (median test mIoU)"}
     assert results["summary"]["search_vs"]["random"]["seeds"] == 2
+
+
+def test_resume_keeps_what_was_measured_and_refuses_other_settings(tiny: Path) -> None:
+    out = tiny / "out"
+    before = json.loads((out / "search-value.json").read_text())
+    dbs = {p: p.stat().st_mtime_ns for p in tiny.glob("s*/*/optuna.db")}
+    # Every seed and arm is there already: nothing runs, and the table is the same.
+    assert search_value.main(["--tiny", "--work", str(tiny), "--resume"]) == 0
+    after = json.loads((out / "search-value.json").read_text())
+    assert after["rows"] == before["rows"] and after["summary"] == before["summary"]
+    assert after["earlier_runs"][0]["command"] == before["command"]
+    assert {p: p.stat().st_mtime_ns for p in tiny.glob("s*/*/optuna.db")} == dbs
+    assert "Resumed from `python -m benchmarks.search_value --tiny" in (out / "search-value.md").read_text()
+    with pytest.raises(SystemExit, match=r"budget_epochs 4 there, 6 now"):
+        search_value.main(["--tiny", "--work", str(tiny), "--resume", "--budget-epochs", "6"])
+    with pytest.raises(SystemExit, match="does not exist"):
+        search_value.main(["--tiny", "--work", str(tiny), "--resume", "--out", str(tiny / "elsewhere")])
