@@ -5,7 +5,10 @@
   batched augmentations on uint8 data, normalisation, the loss, the step): a warm-up step, then the
   median of two to five (more while steps are short); and seconds per validated megapixel, timed
   the same way with an eval forward, the loss and the confusion matrix. The median, not the
-  fastest: the fastest step predicted 15 s an epoch where trials took 21-31 s (issue 24).
+  fastest: the fastest step predicted 15 s an epoch where trials took 21-31 s (issue 24). Two
+  seconds of steps, not half a second: on CamVid at a 10-minute budget the half-second probes read
+  1.4-1.7x slower than the trials then ran (measured / predicted 0.63-0.72), and the plan traded
+  more resolution than it needed; with two seconds the same run read 0.86-1.00.
 - For a CUDA device that is not here (`--device cuda --memory-gb G` on a CPU machine): the seconds
   are estimated from the model's FLOPs at an assumed throughput, and said to be.
 - Memory: `seg.memory`'s estimate of one training step (under AMP on CUDA), no probe needed.
@@ -40,7 +43,7 @@ from seg.transforms import Normalize
 # data-centre GPU reaches several times this; a plan from it is a starting point, not a measurement).
 ASSUMED_CUDA_FLOPS = 50e12
 STEP_FORWARDS = 3  # a training step costs about three forward passes (forward, then two for backward)
-MIN_STEPS, MAX_STEPS, MIN_TIMED_S = 2, 5, 0.5  # timed probe steps: at least 2, up to 5 until 0.5 s are timed
+MIN_STEPS, MAX_STEPS, MIN_TIMED_S = 3, 20, 2.0  # timed probe steps: at least 3, up to 20 until 2 s are timed
 
 
 @dataclass(frozen=True)
