@@ -100,3 +100,15 @@ def test_resume_keeps_what_was_measured_and_refuses_other_settings(tiny: Path) -
         search_value.main(["--tiny", "--work", str(tiny), "--resume", "--budget-epochs", "6"])
     with pytest.raises(SystemExit, match="does not exist"):
         search_value.main(["--tiny", "--work", str(tiny), "--resume", "--out", str(tiny / "elsewhere")])
+
+
+def test_search_over_random_is_not_judged_on_fewer_than_five_seeds() -> None:
+    def row(search: float, random: float) -> dict:
+        return {"search": {"test_miou": search}, "random": {"test_miou": random}}
+
+    three = {str(s): row(0.80, 0.75) for s in range(3)}
+    assert search_value.summary(three)["goals"]["search beats random on >= 4 of 5 seeds, median >= +0.02"] is None
+    five = {**three, "3": row(0.80, 0.75), "4": row(0.70, 0.75)}
+    assert search_value.summary(five)["goals"]["search beats random on >= 4 of 5 seeds, median >= +0.02"] is True
+    five["3"] = row(0.70, 0.75)  # 3 of 5 wins
+    assert search_value.summary(five)["goals"]["search beats random on >= 4 of 5 seeds, median >= +0.02"] is False
