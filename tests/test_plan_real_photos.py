@@ -64,7 +64,7 @@ def test_cuda_plans_give_up_resolution_before_width(plan_datasets, memory_gb, sc
         assert plan.value("space.transforms", "crop_size") < 512  # the crop follows the smaller images
 
 
-def _flop_timed(cfg, hw, device):
+def _flop_timed(cfg, hw, device, timed_s=None):
     """A CPU whose step costs 1 ns per forward FLOP and validation as much per pixel: deterministic."""
     seconds = forward_flops(cfg.model, *hw) * 1e-9
     return seconds, seconds / (hw[0] * hw[1] / 1e6)

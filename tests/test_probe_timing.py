@@ -26,3 +26,8 @@ def test_probe_steps_are_timed_until_enough_seconds_or_steps(monkeypatch, step_s
     times = device_probe._timed(step, torch.device("cpu"))
     assert len(times) == timed and len(calls) == timed + 1  # one untimed warm-up call first
     assert times == pytest.approx([step_s] * timed)
+
+
+def test_a_short_budget_times_shorter_probes() -> None:
+    assert device_probe.probe_seconds(None) == device_probe.probe_seconds(3600) == device_probe.MIN_TIMED_S
+    assert device_probe.probe_seconds(15) == pytest.approx(15 / device_probe.PROBE_BUDGET_SHARE)

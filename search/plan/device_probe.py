@@ -44,6 +44,7 @@ from seg.transforms import Normalize
 ASSUMED_CUDA_FLOPS = 50e12
 STEP_FORWARDS = 3  # a training step costs about three forward passes (forward, then two for backward)
 MIN_STEPS, MAX_STEPS, MIN_TIMED_S = 3, 20, 2.0  # timed probe steps: at least 3, up to 20 until 2 s are timed
+PROBE_BUDGET_SHARE = 300  # a probe times at most 1/300 of the budget planned for (some 20 probes: under 7 %)
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ class StepCost:
     """Seconds per training sample (data path, step and loss) and per validated megapixel of configurations
     on one device, and bytes per training step."""
 
-    def __init__(self, spec: DeviceSpec) -> None:
+    def __init__(self, spec: DeviceSpec, budget_s: float | None = None) -> None:
         self.spec = spec
+        self.timed_s = probe_seconds(budget_s)
         self.measured: dict[Any, tuple[float, float]] = {}  # (model, batch, hw, loss) -> (train s/sample, eval s/Mpx)
 
     @property
@@ -95,7 +97,7 @@ class StepCost:
         key = (cfg.model, cfg.train.batch_size, hw, cfg.train.loss)
         if key not in self.measured:
             if self.spec.present:
-                self.measured[key] = _measure(cfg, hw, resolve_device(self.spec.kind))
+                self.measured[key] = _measure(cfg, hw, resolve_device(self.spec.kind), self.timed_s)
             else:
                 forward = forward_flops(cfg.model, *hw)
                 self.measured[key] = (STEP_FORWARDS * forward / ASSUMED_CUDA_FLOPS,
@@ -136,7 +138,8 @@ def _probe_transforms(hw: tuple[int, int]) -> TransformConfig:
                            scale_min=0.9, scale_max=1.1)
 
 
-def _measure(cfg: Config, hw: tuple[int, int], device: torch.device) -> tuple[float, float]:
+def _measure(cfg: Config, hw: tuple[int, int], device: torch.device,
+             timed_s: float = MIN_TIMED_S) -> tuple[float, float]:
     """(training seconds per sample, validation seconds per megapixel), timed as `fit` runs them: the
     batched data path (`seg.batch_augment`) on uint8 data, normalisation, the loss, the step; then an
     eval forward with the loss, the argmax and the confusion matrix."""
@@ -172,9 +175,9 @@ def _measure(cfg: Config, hw: tuple[int, int], device: torch.device) -> tuple[fl
         cm.update(y_eval, logits.argmax(1))
 
     try:
-        train_times = _timed(step, device)
+        train_times = _timed(step, device, timed_s)
         model.eval()
-        eval_times = _timed(evaluate, device)
+        eval_times = _timed(evaluate, device, timed_s)
     finally:
         model = opt = images = masks = x_eval = y_eval = None  # drop the references before freeing
         release_device_memory(device)
@@ -183,12 +186,18 @@ def _measure(cfg: Config, hw: tuple[int, int], device: torch.device) -> tuple[fl
     return statistics.median(train_times) / batch, statistics.median(eval_times) / pixels
 
 
-def _timed(fn: Callable[[], None], device: torch.device) -> list[float]:
+def probe_seconds(budget_s: float | None) -> float:
+    """Seconds each probe times: MIN_TIMED_S, or less for a short budget (a 15 s plan must not spend it
+    all on probes)."""
+    return MIN_TIMED_S if budget_s is None else min(MIN_TIMED_S, budget_s / PROBE_BUDGET_SHARE)
+
+
+def _timed(fn: Callable[[], None], device: torch.device, timed_s: float = MIN_TIMED_S) -> list[float]:
     """Seconds of calls of `fn` after an untimed first (it allocates and picks kernels): at least
-    MIN_STEPS, up to MAX_STEPS until MIN_TIMED_S are timed."""
+    MIN_STEPS, up to MAX_STEPS until `timed_s` seconds are timed."""
     fn()
     times: list[float] = []
-    while len(times) < MAX_STEPS and (len(times) < MIN_STEPS or sum(times) < MIN_TIMED_S):
+    while len(times) < MAX_STEPS and (len(times) < MIN_STEPS or sum(times) < timed_s):
         _sync(device)
         start = time.perf_counter()
         fn()

@@ -81,7 +81,7 @@ def make_plan(req: PlanRequest, survey: Survey | None = None) -> Plan:
                    "available" if req.ram_gb is None else f"given (--ram-gb {req.ram_gb:g})", workers=req.workers)
     loss = plan_loss(survey, classes.num_classes, classes.names)
     spec = device_spec(req.device, req.memory_gb)
-    cost = StepCost(spec)
+    cost = StepCost(spec, req.seconds)
     # The probes time the costliest loss the space may sample (Dice + CE when the loss is searched).
     sizing = Sizing(classes.num_classes, samples_of(geo), len(survey.val_sizes),
                     "ce" if loss.value == "ce" else "dice_ce")
