@@ -77,7 +77,9 @@ def test_cuda_memory_is_back_at_baseline_after_an_oom(tmp_path, monkeypatch, in_
     assert env.run(device="cuda") == 0
     first, second = env.study().trials
     assert first.state == FAIL and first.user_attrs["fail_reason"] == "oom"
-    assert first.user_attrs["cuda_memory_allocated_after"] == baseline
+    # At most the baseline: the OOM path also drops the model cache, which may hold what earlier tests
+    # in this process left (on an H200, 33,581,056 bytes after vs 33,856,512 before); more would be a leak.
+    assert first.user_attrs["cuda_memory_allocated_after"] <= baseline
     assert second.state == COMPLETE, "the next trial runs after the OOM"
 
 

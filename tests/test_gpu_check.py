@@ -36,11 +36,19 @@ def test_dry_run_prints_every_step_with_its_limit_and_runs_nothing(tmp_path: Pat
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     steps = [line for line in lines if line[:2] in {f"{i}." for i in range(1, 10)}]
-    assert [s.split(" (")[0] for s in steps] == ["1. install", "2. cuda tests", "3. benchmark", "4. search",
-                                                 "5. predict"]
+    assert [s.split(" (")[0] for s in steps] == ["1. install", "2. cuda tests", "3. benchmark", "4. plan",
+                                                 "5. search", "6. predict", "7. evaluate"]
     assert "-m pytest -m cuda" in steps[1] and f"--junitxml={out}/cuda-tests.xml" in steps[1]
+    # Only the modules holding cuda tests are collected: one needing a package the GPU machine lacks
+    # must not stop the run, and every cuda-marked test must be among them.
+    files = steps[1].split("cuda-tests.xml ")[1].split()
+    marked = sorted(str(f.relative_to(REPO)) for f in (REPO / "tests").glob("test_*.py")
+                    if f.name != Path(__file__).name and "pytest.mark.cuda" in f.read_text())
+    assert sorted(files) == marked
     assert "-m benchmarks --skip pruning --device cuda" in steps[2]
-    assert "--trials 12 --epochs 6 --device cuda" in steps[3] and "models:/default@champion" in steps[4]
+    assert "search.plan --device cuda" in steps[3]
+    assert "--trials 12 --epochs 6 --device cuda" in steps[4] and "models:/default@champion" in steps[5]
+    assert "search.evaluate --study default" in steps[6] and "--device cuda" in steps[6]
     total = int(lines[-1].split(": ")[1].split()[0])
     assert total <= 8 * 60 + 30, "the whole check must fit one device command with room for a rerun"
     assert not out.exists(), "a dry run writes nothing"
