@@ -3,10 +3,12 @@
     python -m search.confirm --study default --top 3 --seeds 3
     python -m search.confirm --study seed --top 3 --seeds 5 --storage URL --tracking-uri URI --device cuda
     python -m search.run --trials 50 --confirm 3          # the same, right after the search
+    python -m search.confirm --study default --top 1 --seeds 1 --epochs 120   # the best, trained longer
 
 A search's best trial is partly a lucky draw (its seed, its best epoch). This retrains the top K
 complete trials' configurations (each trial's `config` user attr) from scratch with S fresh
-training seeds each, for their full epochs and without pruning, each as a child run of the study's
+training seeds each, for their full epochs (or `--epochs N`: a final, longer training, with the
+schedule stretched to it) and without pruning, each as a child run of the study's
 parent MLflow run named `confirm-007-seed-2` with its per-epoch curves. Each configuration gets a
 confirmed mean ± sd of its final val mIoU and of its best; `champion` then moves to the best
 confirmed mean (by the final value; configurations with every seed finished rank above the others,
@@ -79,10 +81,13 @@ class ConfirmSettings:
     tracking_uri: str = DEFAULT_TRACKING_URI
     device: str = "auto"
     data: str | None = None  # a folder dataset that has moved
+    epochs: int | None = None  # train each retrain this long instead of its trial's epochs
 
     def __post_init__(self) -> None:
         if self.top < 1 or self.seeds < 1:
             raise ValueError(f"--top {self.top} --seeds {self.seeds}: expected positive numbers")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"--epochs {self.epochs}: expected a positive number of epochs")
 
 
 def parse_args(argv: list[str] | None) -> ConfirmSettings:
@@ -95,6 +100,9 @@ def parse_args(argv: list[str] | None) -> ConfirmSettings:
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking (and registry) URI")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data", help="dataset folder, if the study's folder dataset is no longer where it was")
+    p.add_argument("--epochs", type=int, help="train each retrain for this many epochs (schedule included) instead "
+                                              "of its trial's: a final, longer training of the best configurations; "
+                                              "retrains of another length are not reused")
     try:
         return ConfirmSettings(**vars(p.parse_args(argv)))
     except ValueError as err:
@@ -118,7 +126,7 @@ class Confirmation:
 
     def run(self, top: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
         seeds = confirm_seeds(self.settings.seeds)
-        done = self.runs.done()
+        done = self.runs.done({t.number: self.config(t).train.epochs for t in top})
         deferred: list[tuple[optuna.trial.FrozenTrial, Key, int, Config]] = []  # out of memory once
         for trial in top:
             base = self.config(trial)
@@ -141,8 +149,10 @@ class Confirmation:
 
     def config(self, trial: optuna.trial.FrozenTrial) -> Config:
         cfg = Config.from_dict(trial.user_attrs["config"], source=f"trial {trial.number}'s config user attr")
-        return cfg.replace(train={"device": self.settings.device},
-                           data={"root": self.settings.data} if self.settings.data else {})
+        train: dict[str, Any] = {"device": self.settings.device}
+        if self.settings.epochs is not None:
+            train["epochs"] = self.settings.epochs
+        return cfg.replace(train=train, data={"root": self.settings.data} if self.settings.data else {})
 
     def retrain(self, trial: optuna.trial.FrozenTrial, key: Key, seed: int, base: Config, last_try: bool) -> Retrain:
         """Train the configuration with one fresh seed, full epochs, no pruning; every outcome ends its run
@@ -184,7 +194,8 @@ class Confirmation:
         configs = [summarize(t, [r for k, r in done.items() if k[0] == t.number and k[1] <= len(seeds)])
                    for t in top]
         complete = all((t.number, i) in done for t in top for i in range(1, len(seeds) + 1))
-        record = {"top": len(top), "seeds": seeds, "rank_by": RANK_BY, "complete": complete,
+        record = {"top": len(top), "seeds": seeds, "epochs": self.settings.epochs, "rank_by": RANK_BY,
+                  "complete": complete,
                   "configs": ranked(configs, self.maximize, len(seeds)), "champion": None}
         with deferred_signals():
             self.study.set_user_attr(CONFIRM_ATTR, record)
@@ -244,7 +255,8 @@ def run_confirm(settings: ConfirmSettings, console: Console | None = None) -> in
         err.print("[red]error:[/red]", escape(str(exc)))
         return EXIT_USAGE
     console.print(f"\nconfirming the top {len(top)} trials of study {study.study_name!r} "
-                  f"({[t.number for t in top]}) with {settings.seeds} fresh seeds each")
+                  f"({[t.number for t in top]}) with {settings.seeds} fresh seeds each"
+                  + (f", {settings.epochs} epochs each" if settings.epochs else ""))
     tracker = Tracker(settings.tracking_uri)
     try:
         with confirm_lock(settings):

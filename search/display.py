@@ -135,7 +135,8 @@ def print_confirmation(console: Console, record: dict[str, Any]) -> None:
     """Each confirmed configuration: its search value next to its confirmed mean ± sd, the champion marked."""
     seeds = record["seeds"]
     champion = (record.get("champion") or {}).get("trial")
-    table = Table(title=f"val mIoU confirmed with {len(seeds)} fresh seeds, ranked by the {record['rank_by']}")
+    epochs = f", {record['epochs']} epochs each" if record.get("epochs") else ""
+    table = Table(title=f"val mIoU confirmed with {len(seeds)} fresh seeds{epochs}, ranked by the {record['rank_by']}")
     for column in ("trial", "search", "final, mean ± sd", "best, mean ± sd", "retrains", ""):
         table.add_column(column)
     for c in record["configs"]:

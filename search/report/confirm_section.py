@@ -27,8 +27,9 @@ def confirm_section(study: optuna.Study) -> Section:
         classes.append("best" if c["trial"] == champion else "")
     header = ["trial", "search val mIoU", "confirmed final (mean ± sd)", "confirmed best (mean ± sd)",
               "retrains", "final per seed", ""]
+    epochs = f"{record['epochs']} epochs each" if record.get("epochs") else "full epochs"
     legend = (f"<p>The top {record['top']} trials' configurations retrained from scratch with the fresh seeds "
-              f"{record['seeds']}, full epochs, no pruning (MLflow runs <code>confirm-NNN-seed-K</code>). Ranked by "
+              f"{record['seeds']}, {epochs}, no pruning (MLflow runs <code>confirm-NNN-seed-K</code>). Ranked by "
               f"the {record['rank_by']}; the champion is highlighted.</p>")
     if not record.get("complete"):
         legend += note("The confirmation is incomplete: rerun search.confirm to finish it.")

@@ -75,8 +75,12 @@ class ConfirmRuns:
         self.out_of_memory: set[Key] = set()  # retrains whose earlier attempt ran out of memory (by `done`)
         self.epochs: dict[int, tuple[int, dict[str, float]]] = {}  # epoch -> (timestamp, metrics) of the retrain
 
-    def done(self) -> dict[Key, Retrain]:
-        """Retrains with a final result. A run a dead process left RUNNING is ended KILLED here first."""
+    def done(self, epochs: dict[int, int] | None = None) -> dict[Key, Retrain]:
+        """Retrains with a final result. A run a dead process left RUNNING is ended KILLED here first.
+
+        `epochs`: trial number -> the epochs its retrains train now; a run of another length (its
+        `train.epochs` param) is a different experiment and is not counted.
+        """
         out: dict[Key, Retrain] = {}
         self.out_of_memory = set()
         for run in self.tracker.child_runs(self.experiment_id, self.parent_id, {KIND_TAG: CONFIRM_KIND}):
@@ -86,6 +90,8 @@ class ConfirmRuns:
                 self.tracker.terminate(run.info.run_id, "KILLED", name=confirm_run_name(*key, "killed"),
                                        tags={"confirm_state": "KILLED",
                                              "fail_reason": "orphaned: its confirm process ended first"})
+                continue
+            if epochs and key[0] in epochs and run.data.params.get("train.epochs") != str(epochs[key[0]]):
                 continue
             if tags.get("confirm_state") == RETRY and tags.get("fail_reason", "").startswith(OOM_REASON):
                 self.out_of_memory.add(key)
