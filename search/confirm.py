@@ -6,16 +6,16 @@
     python -m search.confirm --study default --top 1 --seeds 1 --epochs 120   # the best, trained longer
 
 A search's best trial is partly a lucky draw (its seed, its best epoch). This retrains the top K
-complete trials' configurations (each trial's `config` user attr) from scratch with S fresh
-training seeds each, for their full epochs (or `--epochs N`: a final, longer training, with the
-schedule stretched to it) and without pruning, each as a child run of the study's
-parent MLflow run named `confirm-007-seed-2` with its per-epoch curves. Each configuration gets a
-confirmed mean ± sd of its final val mIoU and of its best; `champion` then moves to the best
-confirmed mean (by the final value; configurations with every seed finished rank above the others,
-which read "k of S seeds"), its best retrain's model, tagged with mean, sd and seeds. The study's
-`confirm` user attr keeps the record, which the summary, `search.report` and `search.ui` show. A
-retrain out of device memory (another process may hold it) is retried once, after the others, also
-by a rerun (its first run ends FAILED, `confirm_state=RETRY`); it is final only if it repeats.
+complete trials' configurations (each trial's `config` user attr) from scratch with S fresh training
+seeds each, for their full epochs (`--epochs N`: a final, longer training, schedule stretched) and
+without pruning, each as a child run of the study's parent MLflow run named `confirm-007-seed-2`
+with its per-epoch curves. Each configuration gets a confirmed mean ± sd of its final val mIoU and
+of its best; `champion` then moves to the best confirmed mean (by the final value; configurations
+with every seed finished rank above the others, which read "k of S seeds"), its best retrain's
+model, tagged with mean, sd and seeds. The study's `confirm` user attr keeps the record, which the
+summary, `search.report` and `search.ui` show. A retrain out of device memory (another process may
+hold it) is retried once, after the others, also by a rerun (its first run ends FAILED,
+`confirm_state=RETRY`); it is final only if it repeats.
 
 Resume-safe: rerunning the command does only what is missing (the FINISHED runs are the record);
 an interrupted retrain's run ends KILLED, and one a killed process left RUNNING is ended KILLED by
@@ -100,9 +100,8 @@ def parse_args(argv: list[str] | None) -> ConfirmSettings:
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking (and registry) URI")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data", help="dataset folder, if the study's folder dataset is no longer where it was")
-    p.add_argument("--epochs", type=int, help="train each retrain for this many epochs (schedule included) instead "
-                                              "of its trial's: a final, longer training of the best configurations; "
-                                              "retrains of another length are not reused")
+    p.add_argument("--epochs", type=int, help="train each retrain this many epochs (schedule included), not its "
+                                              "trial's: a final, longer training; other lengths are not reused")
     try:
         return ConfirmSettings(**vars(p.parse_args(argv)))
     except ValueError as err:
@@ -126,10 +125,11 @@ class Confirmation:
 
     def run(self, top: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
         seeds = confirm_seeds(self.settings.seeds)
-        done = self.runs.done({t.number: self.config(t).train.epochs for t in top})
+        configs = {t.number: self.config(t) for t in top}
+        done = self.runs.done({number: cfg.train.epochs for number, cfg in configs.items()})
         deferred: list[tuple[optuna.trial.FrozenTrial, Key, int, Config]] = []  # out of memory once
         for trial in top:
-            base = self.config(trial)
+            base = configs[trial.number]
             resolve_dataset(base.data)  # validated (and cached) before a run is opened for it
             for index, seed in enumerate(seeds, start=1):
                 key = (trial.number, index)
@@ -149,10 +149,9 @@ class Confirmation:
 
     def config(self, trial: optuna.trial.FrozenTrial) -> Config:
         cfg = Config.from_dict(trial.user_attrs["config"], source=f"trial {trial.number}'s config user attr")
-        train: dict[str, Any] = {"device": self.settings.device}
-        if self.settings.epochs is not None:
-            train["epochs"] = self.settings.epochs
-        return cfg.replace(train=train, data={"root": self.settings.data} if self.settings.data else {})
+        epochs = {"epochs": self.settings.epochs} if self.settings.epochs else {}
+        return cfg.replace(train={"device": self.settings.device, **epochs},
+                           data={"root": self.settings.data} if self.settings.data else {})
 
     def retrain(self, trial: optuna.trial.FrozenTrial, key: Key, seed: int, base: Config, last_try: bool) -> Retrain:
         """Train the configuration with one fresh seed, full epochs, no pruning; every outcome ends its run
@@ -195,8 +194,7 @@ class Confirmation:
                    for t in top]
         complete = all((t.number, i) in done for t in top for i in range(1, len(seeds) + 1))
         record = {"top": len(top), "seeds": seeds, "epochs": self.settings.epochs, "rank_by": RANK_BY,
-                  "complete": complete,
-                  "configs": ranked(configs, self.maximize, len(seeds)), "champion": None}
+                  "complete": complete, "configs": ranked(configs, self.maximize, len(seeds)), "champion": None}
         with deferred_signals():
             self.study.set_user_attr(CONFIRM_ATTR, record)
         return record

@@ -194,6 +194,6 @@ def test_a_rerun_retries_an_earlier_oom_once_more_and_keeps_a_final_one(tmp_path
     run_id = runs.start((3, 2), SEEDS[1], cfg, 0.5)  # (3, 2)'s retry: out of memory again
     runs.fail(run_id, (3, 2), SEEDS[1], "oom: out of memory (batch 8), again: final", final=True)
     again = ConfirmRuns(tracker, experiment, parent, "oom")
-    done = again.done()
+    done = again.done({3: cfg.train.epochs})  # the length these retrains trained: all counted
     assert set(done) == {(3, 2)} and done[(3, 2)].status == "FAILED"
     assert again.out_of_memory == {(3, 1), (3, 2)}, "both ran out of memory once; (3, 2) is done"

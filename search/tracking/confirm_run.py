@@ -75,7 +75,7 @@ class ConfirmRuns:
         self.out_of_memory: set[Key] = set()  # retrains whose earlier attempt ran out of memory (by `done`)
         self.epochs: dict[int, tuple[int, dict[str, float]]] = {}  # epoch -> (timestamp, metrics) of the retrain
 
-    def done(self, epochs: dict[int, int] | None = None) -> dict[Key, Retrain]:
+    def done(self, epochs: dict[int, int]) -> dict[Key, Retrain]:
         """Retrains with a final result. A run a dead process left RUNNING is ended KILLED here first.
 
         `epochs`: trial number -> the epochs its retrains train now; a run of another length (its
@@ -91,7 +91,7 @@ class ConfirmRuns:
                                        tags={"confirm_state": "KILLED",
                                              "fail_reason": "orphaned: its confirm process ended first"})
                 continue
-            if epochs and key[0] in epochs and run.data.params.get("train.epochs") != str(epochs[key[0]]):
+            if key[0] in epochs and run.data.params.get("train.epochs") != str(epochs[key[0]]):
                 continue
             if tags.get("confirm_state") == RETRY and tags.get("fail_reason", "").startswith(OOM_REASON):
                 self.out_of_memory.add(key)
