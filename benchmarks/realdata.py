@@ -9,14 +9,17 @@ Run from the repository root (figures and commands are committed, never the imag
 Two arms, each in a fresh folder with its own Optuna and MLflow SQLite storages (`--work`, default a
 new temp folder, kept for inspection):
 
-1. search: `python -m search.run --data DIR --timeout M*60 --confirm 0` (planned for M minutes);
+1. search: `python -m search.run --data DIR --timeout M*60` (planned for M minutes, of which the plan's
+   [confirm] share trains the search's best configuration once more, for as many epochs as fit);
 2. baseline: the plan's `[baseline]` configuration alone for the same M minutes, as a one-trial study
    of the same planned TOML (`--trials 1 --pruner none`), trained for as many epochs as fit in M
    minutes: M*60 over the wall seconds per epoch of the same configuration in the search (its trial 0,
    enqueued from [baseline]: the trial's wall time, logging and artifacts included, over its epochs),
    fixed before it starts so its learning-rate schedule spans the whole run; the best epoch on val is kept.
 
-Both champions are then scored on `--test` with `python -m search.evaluate --study NAME`, and the
+Both champions are then scored on `--test` with `python -m search.evaluate` (the search's: its crowned
+final model, `--model models:/NAME@champion`, or its best trial when the search kept no share for a
+final training; the baseline's: `--study NAME`), and the
 trials are read back through Optuna's and MLflow's clients. Written to `--out`: realdata.json,
 realdata.md (test mIoU and per-class IoU of both arms, trials complete/pruned/failed, predicted vs
 measured seconds per epoch), plan.toml, each arm's evaluation.json and the tail of each command's log.
@@ -48,14 +51,14 @@ from typing import Any, TextIO
 import tomllib
 
 from benchmarks.machine import machine_info
-from benchmarks.realdata_readback import baseline_epoch_seconds, read_study
+from benchmarks.realdata_readback import baseline_epoch_seconds, read_final, read_study
 from benchmarks.realdata_report import markdown_report
 from benchmarks.realdata_tiny import write_tiny
 from search.plan.stored import plan_file
 
 REPO = Path(__file__).resolve().parent.parent
 LOG_TAIL = 300  # lines of each command's output kept in --out
-TINY_MINUTES = 0.25
+TINY_MINUTES = 0.5
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.realdata", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, help="the dataset folder, in its own layout (with dataset.toml if needed)")
     p.add_argument("--test", type=Path, help="the labelled test folder both champions are scored on")
-    p.add_argument("--minutes", type=float, help="minutes for each arm (default 30; --tiny: 0.25)")
+    p.add_argument("--minutes", type=float, help="minutes for each arm (default 30; --tiny: 0.5)")
     p.add_argument("--out", type=Path, help="results folder (default: benchmarks/results/<date>-<device>/"
                                             "realdata-<data folder name>; --tiny: in the temp folder)")
     p.add_argument("--work", type=Path, help="folder for the storages, plans and evaluations (default: a new "
@@ -93,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="sampler seed of the search; trial seeds follow it")
     p.add_argument("--in-process", action="store_true", help="call each command's main() in this process "
                                                              "instead of a subprocess (saves start-up; --tiny)")
-    p.add_argument("--tiny", action="store_true", help="generated 32x48 px data in a temp folder, 15 s arms, in "
+    p.add_argument("--tiny", action="store_true", help="generated 32x48 px data in a temp folder, 30 s arms, in "
                                                        "process")
     args = p.parse_args(argv)
     if not args.tiny and (args.data is None or args.test is None):
@@ -147,7 +150,7 @@ def keep_log_tail(step: dict[str, Any], out: Path) -> None:
 
 def run_search(arm: Arm, data: Path, seconds: float, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     step = run_module("search.run", ["--data", str(data), "--timeout", f"{seconds:g}", "--study-name",
-                                     arm.study_name, "--confirm", "0", "--device", args.device,
+                                     arm.study_name, "--device", args.device,
                                      "--seed", str(args.seed), *arm.store_args()],
                       arm.folder / "search.log", limit_s=2 * seconds + 1800, in_process=args.in_process)
     keep_log_tail(step, out)
@@ -190,7 +193,9 @@ def evaluate(arm: Arm, test: Path, args: argparse.Namespace, out: Path) -> dict[
     if importlib.util.find_spec("search.evaluate") is None:
         return {"skipped": True, "reason": "search.evaluate is not in this tree"}
     folder = arm.folder / "evaluation"
-    step = run_module("search.evaluate", ["--study", arm.study_name, "--data", str(test), "--out", str(folder),
+    final = final_model(arm)
+    source = ["--model", final] if final else ["--study", arm.study_name]
+    step = run_module("search.evaluate", [*source, "--data", str(test), "--out", str(folder),
                                           "--device", args.device, *arm.store_args()],
                       arm.folder / f"evaluate-{arm.name}.log", limit_s=3600, in_process=args.in_process)
     keep_log_tail(step, out)
@@ -201,12 +206,23 @@ def evaluate(arm: Arm, test: Path, args: argparse.Namespace, out: Path) -> dict[
     return step
 
 
-def arm_result(arm: Arm, step: dict[str, Any]) -> dict[str, Any]:
-    """The command's outcome and, when its study exists, what its storages hold."""
+def final_model(arm: Arm) -> str | None:
+    """The model URI the search's final training crowned, or None (no final training, or none finished)."""
     try:
-        return {**step, **read_study(arm.storage, arm.tracking_uri, arm.study_name)}
+        champion = (read_final(arm.storage, arm.study_name) or {}).get("champion")
+    except KeyError:
+        return None
+    return champion["model"] if champion else None
+
+
+def arm_result(arm: Arm, step: dict[str, Any]) -> dict[str, Any]:
+    """The command's outcome and, when its study exists, what its storages hold (and its final training)."""
+    try:
+        result = {**step, **read_study(arm.storage, arm.tracking_uri, arm.study_name)}
     except KeyError as err:  # optuna: the study was never created
         return {**step, "error": f"no study {arm.study_name!r} in {arm.storage}: {err}"}
+    final = read_final(arm.storage, arm.study_name)
+    return {**result, "final": final} if final else result
 
 
 def write_results(results: dict[str, Any], out: Path) -> None:

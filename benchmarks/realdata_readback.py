@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 RUN_ID_ATTR = "mlflow_run_id"  # search.tracking.client.RUN_ID_ATTR
 EPOCHS_ATTR = "epochs_trained"  # search.study.quota.EPOCHS_ATTR
 BUDGET_STOP_ATTR = "stopped_by_budget"  # search.study.quota.BUDGET_STOP_ATTR
+CONFIRM_ATTR = "confirm"  # search.study.confirm_record.CONFIRM_ATTR
 PREDICTED = "epoch_seconds_predicted"
 MEASURED = "epoch_seconds"
 TOLERANCE = 0.30  # the issue's goal: predicted within ±30 % of measured
@@ -91,6 +92,19 @@ def read_study(storage: str, tracking_uri: str, study_name: str) -> dict[str, An
             "value_not_best_val_miou": wrong,
             "best_trial": best.number if best else None, "best_val_miou": round(best.value, 4) if best else None,
             "epochs_trained": sum(r["epochs"] or 0 for r in rows)}
+
+
+def read_final(storage: str, study_name: str) -> dict[str, Any] | None:
+    """The search's final training (search.confirm's record on the study): the configuration retrained,
+    its epochs, val mIoU and wall seconds, and the champion model it crowned; None when there was none."""
+    record = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(CONFIRM_ATTR)
+    if not record or not record.get("configs"):
+        return None
+    config = record["configs"][0]
+    runs = [r for r in config["runs"] if r.get("status") == "FINISHED"]
+    return {"trial": config["trial"], "search_value": config["search_value"], "epochs": record.get("epochs"),
+            "final_val_miou": config["final_mean"], "best_val_miou": config["best_mean"],
+            "runs": len(runs), "champion": record.get("champion")}
 
 
 def time_model(rows: list[dict[str, Any]]) -> dict[str, Any]:

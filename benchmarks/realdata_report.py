@@ -22,6 +22,7 @@ def arm_rows(arms: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"arm": name, "test mIoU": test["miou"] if test else None,
                      "test pixel acc": test["pixel_accuracy"] if test else None,
                      "best val mIoU": arm.get("best_val_miou"), "best trial": arm.get("best_trial"),
+                     "final epochs": (arm.get("final") or {}).get("epochs"),
                      "complete": counts.get("complete"), "pruned (by budget)":
                          f"{counts['pruned']} ({counts['cut_by_budget']})" if counts else None,
                      "failed": counts.get("failed"), "epochs trained": arm.get("epochs_trained"),
@@ -99,6 +100,10 @@ def problems(arms: dict[str, Any], minutes: float) -> list[str]:
     return lines
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _space(value: Any) -> str:
     """A study-space entry as text: `4-6` for a range, `8/16` for choices, else the value."""
     if isinstance(value, dict) and "low" in value:
@@ -123,6 +128,14 @@ def markdown_report(results: dict[str, Any]) -> str:
     if base.get("epochs_planned"):
         lines.append(f"- baseline epochs: {base['epochs_planned']} at {base['epoch_seconds_used']} s/epoch "
                      f"({base['epochs_from']})")
+    final = arms.get("search", {}).get("final")
+    if final:
+        lines.append(f"- search's final training: trial {final['trial']} (search val {final['search_value']:.4f}) "
+                     f"retrained for {final['epochs']} epochs, val mIoU {_num(final['final_val_miou'])} (best "
+                     f"{_num(final['best_val_miou'])}); scored on test: "
+                     f"{(final.get('champion') or {}).get('model') or 'none crowned: the best trial'}")
+    elif arms.get("search", {}).get("trials"):
+        lines.append("- search's final training: none (the plan kept no [confirm] share); its best trial is scored")
     if results.get("plan"):
         lines.append("- plan: " + ", ".join(f"{k} {_space(v)}" for k, v in results["plan"].items()))
     lines += ["", "## Goals", "", *goals(arms), ""]

@@ -4,6 +4,7 @@
     python -m search.confirm --study seed --top 3 --seeds 5 --storage URL --tracking-uri URI --device cuda
     python -m search.run --trials 50 --confirm 3          # the same, right after the search
     python -m search.confirm --study default --top 1 --seeds 1 --epochs 120   # the best, trained longer
+    python -m search.confirm --study default --top 1 --seeds 1 --seconds 900  # ... for as long as 15 minutes allow
 
 A search's best trial is partly a lucky draw (its seed, its best epoch). This retrains the top K
 complete trials' configurations (each trial's `config` user attr) from scratch with S fresh training
@@ -49,7 +50,7 @@ from search.registry import RegistryError, champion_uri, crown_confirmed, regist
 from search.settings import configure_process
 from search.study.confirm_record import CONFIRM_ATTR, RANK_BY, best_retrain, confirm_seeds, ranked, summarize
 from search.study.lookup import StudyNotFoundError, load_named_study
-from search.study.quota import lock_path_for
+from search.study.quota import EPOCHS_ATTR, lock_path_for
 from search.study.storage import DEFAULT_STORAGE
 from search.tracking.client import DEFAULT_TRACKING_URI, PARENT_RUN_ATTR, Tracker, TrackingUnavailable
 from search.tracking.confirm_run import RETRY, ConfirmRuns, Key, Retrain
@@ -82,12 +83,19 @@ class ConfirmSettings:
     device: str = "auto"
     data: str | None = None  # a folder dataset that has moved
     epochs: int | None = None  # train each retrain this long instead of its trial's epochs
+    # Or: the retrains share this many seconds; each trains as many epochs as fit at its trial's measured
+    # seconds per epoch, never fewer than the trial trained.
+    seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.top < 1 or self.seeds < 1:
             raise ValueError(f"--top {self.top} --seeds {self.seeds}: expected positive numbers")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"--epochs {self.epochs}: expected a positive number of epochs")
+        if self.seconds is not None and not self.seconds >= 0:
+            raise ValueError(f"--seconds {self.seconds}: expected a number of seconds >= 0")
+        if self.epochs is not None and self.seconds is not None:
+            raise ValueError(f"--epochs {self.epochs} --seconds {self.seconds:g}: give one of them")
 
 
 def parse_args(argv: list[str] | None) -> ConfirmSettings:
@@ -102,6 +110,9 @@ def parse_args(argv: list[str] | None) -> ConfirmSettings:
     p.add_argument("--data", help="dataset folder, if the study's folder dataset is no longer where it was")
     p.add_argument("--epochs", type=int, help="train each retrain this many epochs (schedule included), not its "
                                               "trial's: a final, longer training; other lengths are not reused")
+    p.add_argument("--seconds", type=float, help="instead of --epochs: the retrains share this many seconds, each "
+                                                 "as many epochs as fit at its trial's measured seconds an epoch "
+                                                 "(never fewer than its trial's)")
     try:
         return ConfirmSettings(**vars(p.parse_args(argv)))
     except ValueError as err:
@@ -116,17 +127,29 @@ def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
     return sorted(complete, key=lambda t: (sign * t.value, t.number))[:k]
 
 
+def epochs_that_fit(trial: optuna.trial.FrozenTrial, trial_epochs: int, seconds: float) -> int:
+    """Epochs of one retrain that fit in `seconds` at the trial's wall seconds an epoch (its logging and
+    model included, so the estimate errs long), never fewer than the trial's own `trial_epochs`."""
+    epochs_done = trial.user_attrs.get(EPOCHS_ATTR) or len(trial.intermediate_values)
+    if not (trial.datetime_start and trial.datetime_complete and epochs_done):
+        return trial_epochs
+    per_epoch = (trial.datetime_complete - trial.datetime_start).total_seconds() / epochs_done
+    return max(trial_epochs, math.floor(seconds / per_epoch)) if per_epoch > 0 else trial_epochs
+
+
 class Confirmation:
     """The retrains of one confirm, in order (trial by trial, seed by seed), then the record and the champion."""
 
     def __init__(self, study: optuna.Study, settings: ConfirmSettings, runs: ConfirmRuns, console: Console) -> None:
         self.study, self.settings, self.runs, self.console = study, settings, runs, console
         self.maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        self.epochs: dict[int, int] = {}  # trial number -> epochs of its retrains
 
     def run(self, top: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
         seeds = confirm_seeds(self.settings.seeds)
-        configs = {t.number: self.config(t) for t in top}
-        done = self.runs.done({number: cfg.train.epochs for number, cfg in configs.items()})
+        configs = {t.number: self.config(t, len(top) * len(seeds)) for t in top}
+        self.epochs = {number: cfg.train.epochs for number, cfg in configs.items()}
+        done = self.runs.done(self.epochs)
         deferred: list[tuple[optuna.trial.FrozenTrial, Key, int, Config]] = []  # out of memory once
         for trial in top:
             base = configs[trial.number]
@@ -147,10 +170,13 @@ class Confirmation:
             self.save(top, seeds, done)
         return self.save(top, seeds, done)
 
-    def config(self, trial: optuna.trial.FrozenTrial) -> Config:
+    def config(self, trial: optuna.trial.FrozenTrial, retrains: int) -> Config:
+        """The trial's config as retrained: this device, the moved data, and the length asked for."""
         cfg = Config.from_dict(trial.user_attrs["config"], source=f"trial {trial.number}'s config user attr")
-        epochs = {"epochs": self.settings.epochs} if self.settings.epochs else {}
-        return cfg.replace(train={"device": self.settings.device, **epochs},
+        epochs = self.settings.epochs
+        if self.settings.seconds is not None:
+            epochs = epochs_that_fit(trial, cfg.train.epochs, self.settings.seconds / retrains)
+        return cfg.replace(train={"device": self.settings.device, **({"epochs": epochs} if epochs else {})},
                            data={"root": self.settings.data} if self.settings.data else {})
 
     def retrain(self, trial: optuna.trial.FrozenTrial, key: Key, seed: int, base: Config, last_try: bool) -> Retrain:
@@ -193,7 +219,10 @@ class Confirmation:
         configs = [summarize(t, [r for k, r in done.items() if k[0] == t.number and k[1] <= len(seeds)])
                    for t in top]
         complete = all((t.number, i) in done for t in top for i in range(1, len(seeds) + 1))
-        record = {"top": len(top), "seeds": seeds, "epochs": self.settings.epochs, "rank_by": RANK_BY,
+        lengths = set(self.epochs.values())
+        epochs = self.settings.epochs or (lengths.pop() if self.settings.seconds is not None and len(lengths) == 1
+                                          else None)
+        record = {"top": len(top), "seeds": seeds, "epochs": epochs, "rank_by": RANK_BY,
                   "complete": complete, "configs": ranked(configs, self.maximize, len(seeds)), "champion": None}
         with deferred_signals():
             self.study.set_user_attr(CONFIRM_ATTR, record)
@@ -254,7 +283,8 @@ def run_confirm(settings: ConfirmSettings, console: Console | None = None) -> in
         return EXIT_USAGE
     console.print(f"\nconfirming the top {len(top)} trials of study {study.study_name!r} "
                   f"({[t.number for t in top]}) with {settings.seeds} fresh seeds each"
-                  + (f", {settings.epochs} epochs each" if settings.epochs else ""))
+                  + (f", {settings.epochs} epochs each" if settings.epochs else "")
+                  + (f", as many epochs as fit in {settings.seconds:.0f} s" if settings.seconds is not None else ""))
     tracker = Tracker(settings.tracking_uri)
     try:
         with confirm_lock(settings):

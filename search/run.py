@@ -66,9 +66,10 @@ def parse_args(argv: list[str] | None = None) -> RunSettings:
                    "first; alone, no trial limit). Default: the study file's budget")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (GPUs shared round-robin); "
                    "more than one needs a journal file or PostgreSQL storage")
-    p.add_argument("--timeout", type=float, help="stop starting new trials this many seconds after the command "
-                   "started (planning included); with --data and no --study also the time budget the study is "
-                   "planned for (default: 1 hour)")
+    p.add_argument("--timeout", type=float, help="the command's time budget in seconds from its start (planning "
+                   "included): no trial starts after it, or after 1 - share of it when the study's [confirm] share "
+                   "keeps the rest to train the best configuration after the search (a planned study keeps half); "
+                   "with --data and no --study also the budget the study is planned for (default: 1 hour)")
     p.add_argument("--trial-timeout", type=float, help="fail a trial that runs longer than this many seconds "
                    "(default: the study's budget.trial_timeout_s; none)")
     p.add_argument("--memory-limit-gb", type=float, help="reject configs whose estimated training memory exceeds "
@@ -149,10 +150,33 @@ class AfterTrial:
         self.quota.after_trial(study, trial)
 
 
+def time_budget(settings: RunSettings, sdef: StudyDef) -> float | None:
+    """The command's time budget in seconds: --timeout, else the study's budget.timeout_s (None: none)."""
+    return settings.timeout if settings.timeout is not None else sdef.timeout_s
+
+
+def confirm_share(settings: RunSettings, sdef: StudyDef) -> float:
+    """The part of the time budget kept for the retrains after the search: the study's [confirm] share
+    when this command confirms and has a time budget (a worker's parent keeps it), else 0."""
+    if settings.is_worker or settings.trials == 0 or not confirm_plan(settings, sdef)[0] \
+            or time_budget(settings, sdef) is None:
+        return 0.0
+    return sdef.confirm_share
+
+
 def run_timeout(settings: RunSettings, sdef: StudyDef) -> float | None:
-    """Seconds left for starting trials: --timeout (or the study's budget.timeout_s) counted from the
+    """Seconds left for starting trials: the time budget less its [confirm] share, counted from the
     command's start, so the planning and set-up before the first trial are part of it."""
-    return settings.seconds_left(settings.timeout if settings.timeout is not None else sdef.timeout_s)
+    total = time_budget(settings, sdef)
+    return None if total is None else settings.seconds_left(total * (1 - confirm_share(settings, sdef)))
+
+
+def confirm_seconds(settings: RunSettings, sdef: StudyDef) -> float | None:
+    """What is left of the time budget for the retrains when the study keeps a share for them, else None
+    (each retrain trains its trial's epochs, or [confirm]'s --epochs)."""
+    if not confirm_share(settings, sdef):
+        return None
+    return settings.seconds_left(time_budget(settings, sdef))
 
 
 def optimize(study: optuna.Study, ctx: TrialContext, settings: RunSettings, budget: Budget,
@@ -267,8 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         top, seeds = confirm_plan(settings, ctx.sdef)
         if rc != 0 or settings.is_worker or not top or settings.trials == 0:
             return rc
+        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            console.print("[yellow]no complete trial: nothing to confirm or train further[/yellow]")
+            return rc
         return run_confirm(ConfirmSettings(study.study_name, top, seeds, settings.storage, settings.tracking_uri,
-                                           settings.device, settings.data), console)
+                                           settings.device, settings.data,
+                                           seconds=confirm_seconds(settings, ctx.sdef)), console)
     except Terminated:
         console.print("[red]terminated (SIGTERM): the trial (or retrain) in progress is FAIL, its MLflow run "
                       "KILLED[/red]")

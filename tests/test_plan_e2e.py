@@ -52,7 +52,8 @@ def test_run_without_a_study_plans_logs_the_plan_and_trains(plan_datasets, tmp_p
     # The plan's time budget: 600-900 px validation images need a few seconds an epoch even for the
     # narrowest UNet, so that one gets more, enough for a busy machine.
     timeout = "150" if name == "large" else "60"
-    assert stores.run("--data", str(plan_datasets[name]), "--trials", "2", "--epochs", "1", "--timeout", timeout) == 0
+    assert stores.run("--data", str(plan_datasets[name]), "--trials", "2", "--epochs", "1", "--timeout", timeout,
+                      "--confirm", "0") == 0  # the plan's final training: tests/test_final_training.py
     study = stores.study(f"plan-{name}")
     assert [t.state for t in study.trials] == [COMPLETE, COMPLETE]
     text = study.user_attrs[PLAN_ATTR]
@@ -90,7 +91,7 @@ def _names_in_report_and_legend(stores: Stores, root: Path, tmp_path: Path) -> N
 
 def test_a_rerun_resumes_with_the_stored_plan(plan_datasets, tmp_path, capsys):
     stores = Stores(tmp_path)
-    args = ("--data", str(plan_datasets["three"]), "--epochs", "1", "--timeout", "60")
+    args = ("--data", str(plan_datasets["three"]), "--epochs", "1", "--timeout", "60", "--confirm", "0")
     assert stores.run(*args, "--trials", "1") == 0
     first = stores.study("plan-three").user_attrs[PLAN_ATTR]
     plan_file = tmp_path / "plans" / "plan-three.toml"

@@ -17,6 +17,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from search.plan import device_probe
+from search.plan.budget import FINAL_SHARE
 from search.plan.capacity import WIDTH_FLOOR
 from search.plan.command import main as plan_main
 from search.plan.decisions import PlanError
@@ -78,7 +79,7 @@ def test_a_cpu_plan_on_a_tight_budget_scales_down_and_keeps_base_8(tmp_path, mon
     assert _value(roomy, "data", "scale") is None and min(roomy.choices("space.model", "base_channels")) >= 8
     floor_cost = roomy.fingerprint["capacity"]["largest_config_cost_by_base"]["8"]
     # A budget whose per-epoch bound is a third of the floor's full-resolution epoch: it must give up resolution.
-    hours = floor_cost / 3 * 64 / 3600
+    hours = floor_cost / 3 * 64 / 3600 / (1 - FINAL_SHARE)  # the widths are sized for the search's part
     tight = make_plan(PlanRequest(data=str(root), device="cpu", hours=hours), survey=survey)
     assert min(tight.choices("space.model", "base_channels")) >= WIDTH_FLOOR["cpu"] == 8
     assert _value(tight, "data", "scale") == 0.5  # 0.75 keeps 192 px crops: 56 % of the cost, still over
@@ -172,7 +173,7 @@ def test_each_trial_logs_its_predicted_epoch_seconds_and_the_baseline_is_trial_0
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
         assert run_main(["--data", str(plan_datasets["three"]), "--trials", "2", "--epochs", "2", "--timeout", "300",
-                         "--device", "cpu", "--storage", storage, "--tracking-uri", tracking]) == 0
+                         "--confirm", "0", "--device", "cpu", "--storage", storage, "--tracking-uri", tracking]) == 0
     finally:
         signal.signal(signal.SIGTERM, sigterm)
     study = optuna.load_study(study_name="plan-three", storage=storage)

@@ -71,6 +71,11 @@ def test_tiny_run_end_to_end(tmp_path: Path) -> None:
     assert len(search["trials"]) == len(states)
     assert all(r["measured_s"] > 0 for r in search["trials"] if r["state"] == "COMPLETE")
     assert search["value_not_best_val_miou"] == []  # the champion is the trial with the best val mIoU
+    # The plan's final training retrained the best complete trial, and its crowned model is what was scored.
+    final = search["final"]
+    assert final["trial"] == search["best_trial"] and final["runs"] == 1 and final["epochs"] >= 1
+    assert final["champion"]["model"] == "models:/realdata-tiny@champion"
+    assert "--model models:/realdata-tiny@champion" in search["test"]["command"]
     scored = search["test"]["evaluation"]
     assert set(scored["iou"]) == {"background", "bar", "box"} and 0.0 <= scored["miou"] <= 1.0
     assert json.loads((out / "evaluation-search.json").read_text())["miou"] == scored["miou"]

@@ -60,7 +60,7 @@ def test_a_planned_study_refuses_another_folder_of_the_same_name(tmp_path: Path,
     other = _three_classes(tmp_path / "b" / "photos", seed=2, n_train=6, n_val=2)
     env = StudyEnv(tmp_path / "stores", "plan-photos")  # its storages; the planned runs take no --study
     stores = ["--storage", env.storage, "--tracking-uri", env.tracking_uri, "--device", "cpu"]
-    common = ["--epochs", "1", "--timeout", "60", *stores]
+    common = ["--epochs", "1", "--timeout", "60", "--confirm", "0", *stores]
     assert _run(["--data", str(first), "--trials", "1", *common]) == 0
     stored = env.study().user_attrs[DATASET_ATTR]
     assert stored["root"] == str(first.resolve()) and stored["counts"] == {"train": 8, "val": 3}

@@ -30,6 +30,8 @@ WARMUP_STEPS = 2  # Optuna's steps are epochs done (1-based) and it prunes only 
 PERCENTILE = {"name": "percentile", "percentile": 30.0, "n_startup_trials": 2, "n_warmup_steps": WARMUP_STEPS}
 HYPERBAND = {"name": "hyperband", "min_resource": MIN_RESOURCE, "reduction_factor": 3}
 FEWER_EPOCHS = {"percentile": 4.02, "hyperband": 2.08}
+# The share of a time budget kept for the final training of the search's best configuration.
+FINAL_SHARE = 0.5
 TRIAL_OVERHEAD_S = 2.0  # run start, checkpoint, figures and model of a trial on top of its epochs
 
 
@@ -56,9 +58,11 @@ def expected_epochs(max_epochs: int) -> float:
 
 def plan_budget(epoch_s: float, epoch_why: str, seconds: float | None = None,
                 total_epochs: int | None = None) -> Budget:
-    """From a time budget (`seconds`) or an epoch budget (`total_epochs`), one of them."""
+    """From a time budget (`seconds`) or an epoch budget (`total_epochs`), one of them. A time budget
+    keeps FINAL_SHARE of itself for the final training of the search's best configuration ([confirm])."""
     if (seconds is None) == (total_epochs is None):
         raise ValueError("give the budget as seconds or as total epochs, one of them")
+    whole, seconds = seconds, None if seconds is None else seconds * (1 - FINAL_SHARE)
 
     def trials_for(max_epochs: int) -> int:
         if total_epochs is not None:
@@ -72,14 +76,16 @@ def plan_budget(epoch_s: float, epoch_why: str, seconds: float | None = None,
                                    f"(fewer than {MIN_TRIALS}); give more --hours or --total-epochs",)
     pruner = pruner_for(max_epochs)
     per_trial = expected_epochs(max_epochs)
-    given = f"--total-epochs {total_epochs}" if total_epochs is not None else f"{seconds / 3600:g} h"
+    given = f"--total-epochs {total_epochs}" if total_epochs is not None else \
+        f"{seconds / 3600:.3g} h of search (the budget less its [confirm] share)"
     cost = f"{per_trial:.1f} epochs a trial expected under {pruner['name']} pruning; {epoch_why}"
     decisions = [
         Decision("budget", "trials", trials, f"{given} / ({cost})"),
         Decision("budget", "max_epochs", max_epochs,
                  f"the longest trials (of {list(EPOCH_LADDER)}) that leave >= {MIN_TRIALS} trials"),
-        Decision("budget", "timeout_s", round(seconds) if seconds else 0,
-                 "--hours: no trial starts after this" if seconds else "--total-epochs: no time limit"),
+        Decision("budget", "timeout_s", round(whole) if whole else 0,
+                 f"--hours: the whole budget; no trial starts after {1 - FINAL_SHARE:g} of it" if whole
+                 else "--total-epochs: no time limit"),
         *([Decision("budget", "total_epochs", total_epochs,
                     "--total-epochs: the search stops once its trials have trained this many epochs in all")]
           if total_epochs is not None else []),
@@ -87,8 +93,18 @@ def plan_budget(epoch_s: float, epoch_why: str, seconds: float | None = None,
         Decision("sampler", "n_startup_trials", max(2, min(10, trials // 3)),
                  "random trials first: a third, at most 10"),
         *_pruner_decisions(pruner, max_epochs),
+        *(_final_training() if whole else []),
     ]
     return Budget(max_epochs, trials, pruner, tuple(decisions), warnings)
+
+
+def _final_training() -> list[Decision]:
+    why = (f"{FINAL_SHARE:g} of the time budget trains the search's best configuration once more, for as many "
+           "epochs as fit: short trials rank configurations, the final model needs the long training that a "
+           "single configuration given the whole budget gets (docs/performance.md)")
+    return [Decision("confirm", "top", 1, "retrain the search's best configuration after the search"),
+            Decision("confirm", "seeds", 1, "one final model: the budget buys length, not a mean over seeds"),
+            Decision("confirm", "share", FINAL_SHARE, why)]
 
 
 def _pruner_decisions(pruner: dict, max_epochs: int) -> list[Decision]:

@@ -8,7 +8,7 @@ from typing import Any
 
 # The study file's tables, in the order the plan writes them.
 TABLES = ("study", "data", "budget", "sampler", "pruner", "space.model", "space.train", "space.transforms",
-          "baseline.params", "plan")
+          "baseline.params", "confirm", "plan")
 
 
 class PlanError(ValueError):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search.plan.baseline import plan_baseline
-from search.plan.budget import HYPERBAND_FROM, plan_budget
+from search.plan.budget import FINAL_SHARE, HYPERBAND_FROM, plan_budget
 from search.plan.capacity import (
     Capacity,
     Sizing,
@@ -85,10 +85,12 @@ def make_plan(req: PlanRequest, survey: Survey | None = None) -> Plan:
     # The probes time the costliest loss the space may sample (Dice + CE when the loss is searched).
     sizing = Sizing(classes.num_classes, samples_of(geo), len(survey.val_sizes),
                     "ce" if loss.value == "ce" else "dice_ce")
-    cap = plan_capacity(survey, spec, cost, sizing, req.seconds, geo)
+    # The models are sized for the search's part of the budget; the rest trains its best one (budget.FINAL_SHARE).
+    search_s = None if req.seconds is None else req.seconds * (1 - FINAL_SHARE)
+    cap = plan_capacity(survey, spec, cost, sizing, search_s, geo)
     model, epoch_s, epoch_why = _typical_epoch(cap, cost, sizing, spec.kind)
     budget = plan_budget(epoch_s, epoch_why, seconds=req.seconds, total_epochs=req.total_epochs)
-    scale = scale_decision(cap, spec, req.seconds)
+    scale = scale_decision(cap, spec, search_s)
     space = [*cap.geometry.decisions(), *cap.decisions, loss, *_usual_space(budget.max_epochs)]
     decisions = [
         *_study_and_data(req, survey), *([scale] if scale else []),

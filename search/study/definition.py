@@ -79,6 +79,9 @@ class StudyDef:
     baseline: dict[str, Any] | None = None
     confirm_top: int = 0  # [confirm] top: retrain this many of the best trials after the search (0: none)
     confirm_seeds: int = 3  # [confirm] seeds: fresh training seeds per retrained configuration
+    # [confirm] share: the part of the time budget (--timeout, else budget.timeout_s) kept for the retrains:
+    # the search stops starting trials at (1 - share) of it, and the retrains fill the rest (0: none kept).
+    confirm_share: float = 0.0
     time_model: dict[str, Any] | None = None  # [plan] time_model: a planned file's epoch-time model (plain data)
 
     def dimension(self, name: str) -> Dimension | None:
@@ -129,7 +132,7 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
     budget = raw.get("budget", {})
     _no_unknown(path, "[budget]", budget, {"trials", "total_epochs", "max_epochs", "timeout_s", "trial_timeout_s"})
     confirm = raw.get("confirm", {})
-    _no_unknown(path, "[confirm]", confirm, {"top", "seeds"})
+    _no_unknown(path, "[confirm]", confirm, {"top", "seeds", "share"})
     _no_unknown(path, "[baseline]", raw.get("baseline", {}), {"params"})
     plan = raw.get("plan", {})
     _no_unknown(path, "[plan]", plan, {"time_model"})
@@ -153,6 +156,7 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
         baseline=raw.get("baseline", {}).get("params") if raw.get("baseline") else None,
         confirm_top=_count(path, "[confirm] top", confirm.get("top", 0), 0),
         confirm_seeds=_count(path, "[confirm] seeds", confirm.get("seeds", 3), 1),
+        confirm_share=_share(path, confirm.get("share", 0.0)),
         time_model=plan.get("time_model"),
     )
     _check(sdef)
@@ -166,6 +170,14 @@ def _count(path: Path, where: str, value: Any, least: int) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool) or value < least:
         raise ValueError(f"{path}: {where} = {value!r}; expected an integer >= {least}")
     return value
+
+
+def _share(path: Path, value: Any) -> float:
+    """[confirm] share: a fraction of the time budget, 0 <= share < 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{path}: [confirm] share must be a fraction of the time budget, 0 <= share < 1, "
+                         f"got {value!r}")
+    return float(value)
 
 
 def _no_unknown(path: Path, where: str, table: dict[str, Any], allowed: set[str]) -> None:
