@@ -157,9 +157,10 @@ def time_budget(settings: RunSettings, sdef: StudyDef) -> float | None:
 
 def confirm_share(settings: RunSettings, sdef: StudyDef) -> float:
     """The part of the time budget kept for the retrains after the search: the study's [confirm] share
-    when this command confirms and has a time budget (a worker's parent keeps it), else 0."""
+    when this command confirms and has a time budget (a worker's parent keeps it), else 0. A budget
+    given on the command line without --timeout replaces the file's, so its clock keeps no share."""
     if settings.is_worker or settings.trials == 0 or not confirm_plan(settings, sdef)[0] \
-            or time_budget(settings, sdef) is None:
+            or time_budget(settings, sdef) is None or (settings.timeout is None and settings.budget_given):
         return 0.0
     return sdef.confirm_share
 

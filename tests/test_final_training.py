@@ -9,6 +9,7 @@ runs the retrain by itself after the search and crowns it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import time
@@ -73,6 +74,11 @@ def test_the_search_stops_at_its_share_and_the_retrains_get_the_rest(tmp_path: P
     worker = RunSettings(timeout=40, started=ten_s_ago, worker_index=0)  # its parent already took the share
     assert 29 < run_timeout(worker, sdef) <= 30 and confirm_seconds(worker, sdef) is None
     assert run_timeout(RunSettings(), sdef) is None and confirm_seconds(RunSettings(), sdef) is None
+    # The file's own clock keeps the share, unless a budget on the command line replaces the file's.
+    clocked = dataclasses.replace(sdef, timeout_s=100.0)
+    assert 64 < run_timeout(RunSettings(started=ten_s_ago), clocked) <= 65
+    trials_only = RunSettings(trials=1, started=ten_s_ago)
+    assert 89 < run_timeout(trials_only, clocked) <= 90 and confirm_seconds(trials_only, clocked) is None
 
 
 def _frozen(epochs: int, wall_s: float) -> optuna.trial.FrozenTrial:
