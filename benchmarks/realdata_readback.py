@@ -15,10 +15,10 @@ from typing import Any
 import optuna
 from mlflow.tracking import MlflowClient
 
-RUN_ID_ATTR = "mlflow_run_id"  # search.tracking.client.RUN_ID_ATTR
-EPOCHS_ATTR = "epochs_trained"  # search.study.quota.EPOCHS_ATTR
-BUDGET_STOP_ATTR = "stopped_by_budget"  # search.study.quota.BUDGET_STOP_ATTR
-CONFIRM_ATTR = "confirm"  # search.study.confirm_record.CONFIRM_ATTR
+from search.study.confirm_record import CONFIRM_ATTR
+from search.study.quota import BUDGET_STOP_ATTR, EPOCHS_ATTR
+from search.tracking.client import RUN_ID_ATTR
+
 PREDICTED = "epoch_seconds_predicted"
 MEASURED = "epoch_seconds"
 TOLERANCE = 0.30  # the goal: predicted within ±30 % of measured

@@ -219,9 +219,10 @@ class Confirmation:
         configs = [summarize(t, [r for k, r in done.items() if k[0] == t.number and k[1] <= len(seeds)])
                    for t in top]
         complete = all((t.number, i) in done for t in top for i in range(1, len(seeds) + 1))
+        # One length for every retrain when --epochs or --seconds set it (--seconds: if they came out equal).
         lengths = set(self.epochs.values())
-        epochs = self.settings.epochs or (lengths.pop() if self.settings.seconds is not None and len(lengths) == 1
-                                          else None)
+        sized = self.settings.epochs is not None or self.settings.seconds is not None
+        epochs = lengths.pop() if sized and len(lengths) == 1 else None
         record = {"top": len(top), "seeds": seeds, "epochs": epochs, "rank_by": RANK_BY,
                   "complete": complete, "configs": ranked(configs, self.maximize, len(seeds)), "champion": None}
         with deferred_signals():
