@@ -36,7 +36,7 @@ from search.session import finish_tracking, prepare
 from search.settings import RunSettings, configure_process
 from search.study.definition import StudyDef
 from search.study.identity import StudyMismatchError
-from search.study.quota import Budget, StudyQuota, counted_trials, lock_path_for
+from search.study.quota import Budget, StudyQuota, SurplusTrial, counted_trials, lock_path_for
 from search.study.samplers_pruners import SAMPLERS, pruner_arg
 from search.study.storage import DEFAULT_STORAGE
 from search.tracking.client import DEFAULT_TRACKING_URI, TrackingUnavailable
@@ -191,7 +191,7 @@ def optimize(study: optuna.Study, ctx: TrialContext, settings: RunSettings, budg
     try:
         if quota.claim():
             study.optimize(Objective(ctx), n_trials=None, timeout=run_timeout(settings, ctx.sdef),
-                           catch=(TrialFailed,),
+                           catch=(TrialFailed, SurplusTrial),
                            callbacks=[ctx.signal_hold.release, display_callback,
                                       AfterTrial(ctx, quota, settings.tracking_uri)],
                            gc_after_trial=False)

@@ -20,8 +20,22 @@ import pytest
 from optuna.trial import TrialState
 
 from search.study.lease import LEASE_ATTR
-from search.study.quota import LOCK_DIR_ENV, Budget, StudyQuota, counted_trials, lock_path_for
-from search.study.stale import CLAIMED_BY_ATTR, CLAIMED_UNTIL_ATTR, RETRY_OF_ATTR, StaleTrialHandler
+from search.study.quota import (
+    LOCK_DIR_ENV,
+    SURPLUS_ATTR,
+    Budget,
+    StudyQuota,
+    SurplusTrial,
+    counted_trials,
+    lock_path_for,
+)
+from search.study.stale import (
+    CLAIMED_BY_ATTR,
+    CLAIMED_UNTIL_ATTR,
+    RETRY_OF_ATTR,
+    StaleTrialHandler,
+    take_over_retry,
+)
 from search.study.storage import open_storage
 from tests.faultkit import assert_consistent, cli_env, mlflow_server, postgres_available, postgres_server, start_run
 from tests.studykit import TINY, StudyEnv
@@ -55,7 +69,7 @@ def run_worker(study: optuna.Study, lock: Path, owner: str, budget: int, errors:
 
         try:
             if q.claim():
-                study.optimize(objective, callbacks=[q.after_trial])
+                study.optimize(objective, callbacks=[q.after_trial], catch=(SurplusTrial,))
         finally:
             q.release()
     except BaseException as err:  # noqa: BLE001 - reported by the test, not lost in the thread
@@ -160,6 +174,45 @@ def test_a_retry_whose_claimant_stopped_is_taken_over_by_one_machine(tmp_path: P
     assert counted_trials(trials) == 2, "the orphaned retry does not count; its replacement does"
 
 
+def test_a_claimed_retry_popped_by_another_machine_leaves_no_trial_past_the_budget(tmp_path: Path) -> None:
+    """Optuna's ask pops whichever trial waits: B runs the retry A claimed, so A's ask makes a new trial,
+    which A's quota ends before it trains (FAIL, surplus, not counted)."""
+    journal = tmp_path / "optuna.journal"
+    a, b = worker_study(journal, "A"), worker_study(journal, "B")
+    a.add_trial(optuna.trial.create_trial(value=0.1))
+    stale_trial(a)
+    qa = quota(a, 2, tmp_path / "A.lock", "A")
+    assert qa.claim(), "A fails the stale trial, retries it, and claims the retry"
+    popped = b.ask()  # B's ask, on another machine, pops A's retry first
+    assert popped.number == 2
+    extra = a.ask()
+    with pytest.raises(SurplusTrial):
+        qa.start(extra)
+    a.tell(extra, state=TrialState.FAIL)
+    b.tell(popped, 0.2)
+    trials = a.get_trials()
+    assert trials[extra.number].user_attrs[SURPLUS_ATTR] is True
+    assert "did not train" in trials[extra.number].user_attrs["fail_reason"]
+    assert counted_trials(trials) == 2
+    assert not qa.claim(), "the budget is met, nothing waits"
+
+
+def test_a_popped_retry_is_not_taken_over(tmp_path: Path) -> None:
+    """A retry whose claim expired just as a worker popped it stays that worker's: the take-over pops
+    it first (one process wins), so it never fails a running trial."""
+    journal = tmp_path / "optuna.journal"
+    a, b = worker_study(journal, "A"), worker_study(journal, "B")
+    stale_trial(a)
+    quota(a, 1, tmp_path / "A.lock", "A").claim()
+    retry = next(t for t in b.get_trials() if t.state == TrialState.WAITING)  # B's view: WAITING, claim expiring
+    running = a.ask()
+    assert running.number == retry.number
+    assert not take_over_retry(b, retry, "B", 60.0)
+    assert [t.state for t in b.get_trials()] == [TrialState.FAIL, TrialState.RUNNING]
+    a.tell(running, 0.5)
+    assert counted_trials(b.get_trials()) == 1
+
+
 # --------------------------------------------------------------------------- the documented bound
 
 
@@ -178,7 +231,9 @@ def test_stale_retries_at_the_budget_add_no_trial_across_separate_lock_dirs(tmp_
     retries = [t for t in trials if RETRY_OF_ATTR in t.user_attrs]
     assert sorted(t.user_attrs[RETRY_OF_ATTR] for t in retries) == [budget - 2, budget - 1], "each retried once"
     assert all(t.state == TrialState.COMPLETE for t in retries), "each retry ran, once"
-    assert len(trials) == budget + 2  # plus the two stale ones, FAIL and not counted
+    surplus = [t for t in trials if t.user_attrs.get(SURPLUS_ATTR)]
+    assert all(t.state == TrialState.FAIL and "worker" not in t.user_attrs for t in surplus), "none trained"
+    assert len(trials) - len(surplus) == budget + 2  # plus the two stale ones, FAIL and not counted
 
 
 @pytest.mark.parametrize("rounds", [3])

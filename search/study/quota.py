@@ -23,7 +23,10 @@ when both are given: the first one reached stops the run.
 Once the trial budget is met, a WAITING retry of a stale trial lets only one process claim a trial
 for it: the one that made it, which the retry names (`search.study.stale`); when that claim
 expired unused, the one process that takes the retry over. A trial enqueued by hand (the
-baseline) has no claimant and lets any worker claim it.
+baseline) has no claimant and lets any worker claim it. Optuna's `ask` pops whichever trial waits
+first, so a process of another lock file may run the retry this one claimed for; this one's `ask`
+then makes a new trial past the budget, which `start` ends at once, before it trains, as FAIL
+marked `surplus` (not counted). So retries at the budget add no trial, on any number of machines.
 
 The lock file lives beside a journal or SQLite file (`lock_path_for`), so every worker that opens
 that file shares it; for a server storage (PostgreSQL) it lives in `$UNET_SEARCH_LOCK_DIR`, else
@@ -51,6 +54,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.study.stale import CLAIMED_BY_ATTR, CLAIMED_UNTIL_ATTR, process_token, retried_numbers, take_over_retry
 
 ALLOWANCE_ATTR = "epoch_allowance"
+SURPLUS_ATTR = "surplus"  # a new trial that another process's pop of a claimed retry left past the budget
 EPOCHS_ATTR = "epochs_trained"
 BUDGET_STOP_ATTR = "stopped_by_budget"
 LOCK_DIR_ENV = "UNET_SEARCH_LOCK_DIR"  # where the lock file of a server storage lives (default: the temp dir)
@@ -70,9 +74,20 @@ class Budget:
         return " or ".join(parts) or "it is stopped"
 
 
+class SurplusTrial(Exception):
+    """Raised by `StudyQuota.start` for a trial that must not train: Optuna's `catch` ends it FAIL."""
+
+
 def counted_trials(trials: list[FrozenTrial]) -> int:
     retried = retried_numbers(trials)
-    return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
+    return sum(1 for t in trials if not (t.state == TrialState.FAIL
+                                         and (t.number in retried or t.user_attrs.get(SURPLUS_ATTR))))
+
+
+def from_queue(trial: FrozenTrial) -> bool:
+    """Whether Optuna's `ask` popped this trial from the WAITING ones (a retry, an enqueued trial)
+    rather than making a new one."""
+    return "retry_history" in trial.system_attrs or "fixed_params" in trial.system_attrs
 
 
 def epochs_spent(trial: FrozenTrial) -> int:
@@ -142,6 +157,7 @@ class StudyQuota:
         self.wait_for_running = wait_for_running
         self._fd: int | None = None
         self._allowance: int | None = None
+        self._past_budget = False  # the claim was for a WAITING trial, the trial budget being met
 
     def claim(self) -> bool:
         """True (holding the lock) when a trial may start; False once a limit is met and nothing runs."""
@@ -168,19 +184,34 @@ class StudyQuota:
             self._allowance = min(self.max_epochs, left)
             if left <= 0:
                 return False
-        return (self.budget.trials is None or counted_trials(trials) < self.budget.trials
-                or claimable_waiting(self.study, trials, self.owner))
+        self._past_budget = False
+        if self.budget.trials is None or counted_trials(trials) < self.budget.trials:
+            return True
+        self._past_budget = claimable_waiting(self.study, trials, self.owner)
+        return self._past_budget
 
     def start(self, trial: optuna.Trial) -> int | None:
         """The objective's first call (the trial exists now): reserve its epochs, then release the lock.
 
-        Returns the trial's epoch allowance (None: no epoch budget)."""
+        Returns the trial's epoch allowance (None: no epoch budget). Raises SurplusTrial, the trial
+        marked `surplus`, when the claim was for a WAITING trial that another process popped first
+        and Optuna made this one new, past the budget."""
         try:
+            if self._past_budget and self._surplus(trial.number):
+                trial.set_user_attr(SURPLUS_ATTR, True)
+                trial.set_user_attr("fail_reason", "surplus: another worker ran the retry this one claimed, "
+                                                   "so this trial would pass the trial budget; it did not train")
+                raise SurplusTrial(f"trial {trial.number} would pass the budget of {self.budget.trials} trials")
             if self._allowance is not None:
                 trial.set_user_attr(ALLOWANCE_ATTR, self._allowance)
             return self._allowance
         finally:
             self.release()
+
+    def _surplus(self, number: int) -> bool:
+        trials = self.study.get_trials(deepcopy=False)
+        trial = next(t for t in trials if t.number == number)
+        return not from_queue(trial) and counted_trials(trials) > self.budget.trials
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Optuna callback: claim the next trial, or stop this worker."""

@@ -10,7 +10,7 @@ The retry is *claimed* by the process that made it (`retry_claimed_by`, until
 `retry_claimed_until`, one grace period later): once the study's trial budget is met, only that
 process may start a trial for it (`search.study.quota`), so a retry never lets several machines
 each start one. If the claimant stops before it runs the retry, the claim expires and one other
-process takes it over (`take_over_retry`: Optuna's atomic FAIL decides which one).
+process takes it over (`take_over_retry`: Optuna's atomic pop decides which one).
 """
 
 from __future__ import annotations
@@ -52,13 +52,17 @@ def add_retry(study: optuna.Study, failed: FrozenTrial, owner: str, claim_s: flo
 
 def take_over_retry(study: optuna.Study, retry: FrozenTrial, owner: str, claim_s: float) -> bool:
     """Fail a WAITING retry whose claim expired and add it again claimed by `owner`; True when this
-    process won (the storage lets exactly one FAIL through, as in Optuna's own fail_stale_trials)."""
+    process won (the storage lets exactly one process pop a WAITING trial, as in Optuna's own ask)."""
+    # No public handle on a study's storage; Optuna's fail_stale_trials uses the same one. Popping it
+    # first (WAITING -> RUNNING lets exactly one process through, as in Optuna's ask) means a retry that
+    # a worker's ask popped meanwhile is never failed under it.
+    storage = study._storage
     try:
-        # No public handle on a study's storage; Optuna's fail_stale_trials uses the same one.
-        if not study._storage.set_trial_state_values(retry._trial_id, state=TrialState.FAIL):
-            return False
+        if not storage.set_trial_state_values(retry._trial_id, state=TrialState.RUNNING):
+            return False  # another process took it over, or a worker started it after all
+        storage.set_trial_state_values(retry._trial_id, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
-        return False  # another process took it over, or it started after all
+        return False
     add_retry(study, retry, owner, claim_s,
               {k: v for k, v in retry.user_attrs.items() if k not in (CLAIMED_BY_ATTR, CLAIMED_UNTIL_ATTR)})
     return True
