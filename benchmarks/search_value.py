@@ -12,13 +12,17 @@ Per sampler seed S, four arms, each a fresh study in its own Optuna and MLflow S
 no clock:
 
 - (a) `search`: the study as written (TPE and its pruner), `--seed S`;
+- (a+) `final`: the same search with its final training: the study with `[confirm] top = 1, seeds = 1,
+  share = F` (`--final-share`, default 1/3), so its trials train (1 - F) x B epochs and search.run then
+  retrains the best configuration for F x B; the champion is that retrained model;
 - (b) `random`: the same with `--sampler random`;
 - (c) `no-pruning`: the same with `--pruner none`;
 - (d) `baseline`: the study's `[baseline]` configuration alone, trained `--baseline-seeds K` times
   (trial seeds S*100+j) for B // K epochs each with no pruning; its champion is the best of the K on val.
 
-Each champion (the study's best trial by val mIoU) is scored with `python -m search.evaluate` on a
-test split that neither the search nor the baseline saw: the embedded dataset's generator run with
+Each champion (the study's best trial by val mIoU, or the final training's model) is scored with
+`python -m search.evaluate` on a test split that neither the search nor the baseline saw: the
+embedded dataset's generator run with
 `--test-seed` (default 1000; the studies train on generator seed 0). Written to `--out`:
 search-value.json (per seed and arm: test and val mIoU, trials by state, epochs trained, the
 commands) and search-value.md (the per-seed table, the medians and the goals). The JSON is
@@ -50,7 +54,8 @@ from search.study.definition import resolve_study_path
 from search.workers import core_share
 from seg.synth.writer import generate_dataset
 
-ARMS = ("search", "random", "no-pruning", "baseline")
+ARMS = ("search", "final", "random", "no-pruning", "baseline")
+FINAL_SHARE = 1 / 3  # arm (a+): one baseline run's length of the budget (B // --baseline-seeds) retrains the best
 ARM_FLAGS = {"search": [], "random": ["--sampler", "random"], "no-pruning": ["--pruner", "none"]}
 NO_CLOCK_S = 7 * 24 * 3600  # --timeout: the epoch budget, not the study file's clock, ends every arm
 TIE = 0.005  # |Δ test mIoU| below this is a tie
@@ -68,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline-seeds", type=int, help="how many seeds the baseline's budget is split over "
                                                       "(default 3)")
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="the arms to run (default all)")
+    p.add_argument("--final-share", type=float, default=FINAL_SHARE,
+                   help="arm final: the part of the budget that retrains the search's best (default 1/3)")
     p.add_argument("--test-seed", type=int, default=1000, help="generator seed of the test split (default 1000)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--parallel", type=int, default=1,
@@ -87,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.budget_epochs = args.budget_epochs or tiny["budget_epochs"]
     args.baseline_seeds = args.baseline_seeds or tiny["baseline_seeds"]
     args.test_images = tiny["test_images"]
+    if not 0 < args.final_share < 1:
+        p.error(f"--final-share {args.final_share}: expected a fraction, 0 < share < 1")
     if args.parallel < 1:
         p.error(f"--parallel {args.parallel}: expected 1 or more")
     if args.budget_epochs < args.baseline_seeds:
@@ -120,6 +129,15 @@ def tiny_study(study: Path, folder: Path) -> Path:
     return path
 
 
+def final_study(study: Path, folder: Path, share: float) -> Path:
+    """The study with a final training: [confirm] top 1, seeds 1 and `share` of the epoch budget."""
+    doc = tomllib.loads(study.read_text())
+    doc["confirm"] = {"top": 1, "seeds": 1, "share": share}
+    path = folder / "final-study.toml"
+    path.write_text(dump_toml(doc))
+    return path
+
+
 def write_test_split(folder: Path, seed: int, images: int) -> Path:
     """`images` scenes of the embedded generator (its default sizes and knobs) with their own seed, in
     ROOT/images + ROOT/labels."""
@@ -131,8 +149,13 @@ def arm_commands(
     arm: str, study: Path, seed: int, args: argparse.Namespace, folder: Path
 ) -> list[tuple[str, list[str]]]:
     """(study name, search.run arguments) for each study the arm runs."""
-    common = ["--study", str(study), "--confirm", "0", "--device", args.device, "--timeout", str(NO_CLOCK_S),
+    common = ["--device", args.device, "--timeout", str(NO_CLOCK_S),
               "--storage", f"sqlite:///{folder}/optuna.db", "--tracking-uri", f"sqlite:///{folder}/mlruns/mlflow.db"]
+    if arm == "final":  # no --confirm 0: search.run retrains its best with the study's share of the epochs
+        name = f"value-final-s{seed}"
+        return [(name, ["--study", str(final_study(study, folder, args.final_share)), *common, "--study-name", name,
+                        "--seed", str(seed), "--total-epochs", str(args.budget_epochs), "--total-trials", "100000"])]
+    common = ["--study", str(study), "--confirm", "0", *common]
     if arm != "baseline":
         name = f"value-{arm}-s{seed}"
         return [(name, [*common, "--study-name", name, "--seed", str(seed), "--total-epochs",
@@ -175,6 +198,14 @@ def run_arm(arm: str, study: Path, seed: int, test: Path, args: argparse.Namespa
         return result
     best = max(done, key=lambda s: s["best_val_miou"])
     result.update(val_miou=best["best_val_miou"], champion=f"trial {best['best_trial']} of {best['study']}")
+    if arm == "final":  # the champion is the final training's model (search.evaluate scores it by its URI)
+        final = best.get("final")
+        if not final or not final.get("champion"):
+            result.update(error="no final training finished", val_miou=None, champion=None)
+            return result
+        result.update(val_miou=final["final_val_miou"], epochs=result["epochs"] + final["epochs"] * final["runs"],
+                      final_share=args.final_share,
+                      champion=f"trial {final['trial']} of {best['study']} retrained {final['epochs']} epochs")
     # Named per seed and arm: search.evaluate's evaluation.json lands in --out as evaluation-s<S>-<arm>.json.
     step = evaluate(Arm(f"s{seed}-{arm}", folder, best["study"]), test, args, out)
     result["evaluate"] = step["command"]
@@ -191,16 +222,17 @@ def summary(rows: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     medians = {arm: {key: statistics.median(scores(arm, key)) if scores(arm, key) else None
                      for key in ("test_miou", "val_miou", "trials", "epochs")} for arm in ARMS}
 
-    def paired(other: str) -> dict[str, Any]:
-        deltas = [r["search"]["test_miou"] - r[other]["test_miou"] for r in rows.values()
-                  if r.get("search", {}).get("test_miou") is not None and r.get(other, {}).get("test_miou") is not None]
+    def paired(other: str, arm: str = "search") -> dict[str, Any]:
+        deltas = [r[arm]["test_miou"] - r[other]["test_miou"] for r in rows.values()
+                  if r.get(arm, {}).get("test_miou") is not None and r.get(other, {}).get("test_miou") is not None]
         if not deltas:
             return {"seeds": 0}
         return {"seeds": len(deltas), "wins": sum(d >= TIE for d in deltas), "ties": sum(abs(d) < TIE for d in deltas),
                 "losses": sum(d <= -TIE for d in deltas), "median_delta": round(statistics.median(deltas), 4),
                 "deltas": [round(d, 4) for d in deltas]}
 
-    vs = {other: paired(other) for other in ("random", "no-pruning", "baseline")}
+    vs = {other: paired(other) for other in ("final", "random", "no-pruning", "baseline")}
+    final_vs = {other: paired(other, "final") for other in ("random", "no-pruning", "baseline")}
     goals = {
         # Stated for at least 5 seeds: on fewer (an interrupted run) it is not measured, whatever the wins.
         "search beats random on >= 4 of 5 seeds, median >= +0.02":
@@ -209,12 +241,13 @@ def summary(rows: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
             and vs["random"]["median_delta"] >= GOAL_MEDIAN_GAIN,
         "search >= no-pruning (median test mIoU)": _at_least(medians, "no-pruning"),
         "search >= baseline (median test mIoU)": _at_least(medians, "baseline"),
+        "search with its final training >= baseline (median test mIoU)": _at_least(medians, "baseline", "final"),
     }
-    return {"medians": medians, "search_vs": vs, "goals": goals}
+    return {"medians": medians, "search_vs": vs, "final_vs": final_vs, "goals": goals}
 
 
-def _at_least(medians: dict[str, dict[str, Any]], other: str) -> bool | None:
-    a, b = medians["search"]["test_miou"], medians[other]["test_miou"]
+def _at_least(medians: dict[str, dict[str, Any]], other: str, arm: str = "search") -> bool | None:
+    a, b = medians[arm]["test_miou"], medians[other]["test_miou"]
     return None if a is None or b is None else a >= b
 
 
@@ -248,11 +281,12 @@ def markdown(results: dict[str, Any]) -> str:
         for arm, m in s["medians"].items():
             lines.append(f"| {arm} | {_fmt(m['test_miou'])} | {_fmt(m['val_miou'])} | {_count(m['trials'])} | "
                          f"{_count(m['epochs'])} |")
-        lines += ["", "| search vs | seeds | W / T / L | median Δ test mIoU | Δ per seed |", "|---|---:|---|---:|---|"]
-        for other, v in s["search_vs"].items():
-            if v["seeds"]:
-                lines.append(f"| {other} | {v['seeds']} | {v['wins']} / {v['ties']} / {v['losses']} | "
-                             f"{v['median_delta']:+.4f} | {', '.join(f'{d:+.4f}' for d in v['deltas'])} |")
+        lines += ["", "| arm vs | seeds | W / T / L | median Δ test mIoU | Δ per seed |", "|---|---:|---|---:|---|"]
+        for arm, key in (("search", "search_vs"), ("final", "final_vs")):
+            for other, v in s.get(key, {}).items():
+                if v["seeds"]:
+                    lines.append(f"| {arm} vs {other} | {v['seeds']} | {v['wins']} / {v['ties']} / {v['losses']} | "
+                                 f"{v['median_delta']:+.4f} | {', '.join(f'{d:+.4f}' for d in v['deltas'])} |")
         lines += ["", *(f"- {goal}: **{'met' if ok else 'not met' if ok is not None else 'not measured'}**"
                         for goal, ok in s["goals"].items())]
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 import warnings
+from math import prod
 from typing import Any
 
 import optuna
@@ -125,7 +126,9 @@ def run_budget(study: optuna.Study, settings: RunSettings, sdef: StudyDef) -> Bu
     if settings.is_worker:
         return Budget(settings.target_total, settings.total_epochs)
     given = settings.budget_given
-    epochs = settings.total_epochs if given else sdef.total_epochs
+    epochs = epoch_budget(settings, sdef)
+    if epochs is not None and epoch_share(settings, sdef):
+        epochs -= final_epochs(settings, sdef) * prod(confirm_plan(settings, sdef))
     if settings.total_trials is not None:
         return Budget(settings.total_trials, epochs)
     add = settings.trials if given else sdef.trials
@@ -155,12 +158,32 @@ def time_budget(settings: RunSettings, sdef: StudyDef) -> float | None:
     return settings.timeout if settings.timeout is not None else sdef.timeout_s
 
 
+def epoch_budget(settings: RunSettings, sdef: StudyDef) -> int | None:
+    """The command's epoch total: --total-epochs, else the study's budget.total_epochs unless another
+    budget flag replaces the file's budget (None: no epoch limit)."""
+    return settings.total_epochs if settings.budget_given else sdef.total_epochs
+
+
+def confirms(settings: RunSettings, sdef: StudyDef) -> bool:
+    """Whether this command retrains the search's best after it (a worker's parent does that)."""
+    return not settings.is_worker and settings.trials != 0 and bool(confirm_plan(settings, sdef)[0])
+
+
+def epoch_share(settings: RunSettings, sdef: StudyDef) -> float:
+    """The part of the epoch budget kept for the retrains: the study's [confirm] share when this command
+    confirms and has an epoch budget, else 0. It decides the retrains' length, so the clock keeps none."""
+    if not confirms(settings, sdef) or epoch_budget(settings, sdef) is None:
+        return 0.0
+    return sdef.confirm_share
+
+
 def confirm_share(settings: RunSettings, sdef: StudyDef) -> float:
     """The part of the time budget kept for the retrains after the search: the study's [confirm] share
-    when this command confirms and has a time budget (a worker's parent keeps it), else 0. A budget
-    given on the command line without --timeout replaces the file's, so its clock keeps no share."""
-    if settings.is_worker or settings.trials == 0 or not confirm_plan(settings, sdef)[0] \
-            or time_budget(settings, sdef) is None or (settings.timeout is None and settings.budget_given):
+    when this command confirms, has a time budget and no epoch budget (a worker's parent keeps it),
+    else 0. A budget given on the command line without --timeout replaces the file's, so its clock
+    keeps no share."""
+    if not confirms(settings, sdef) or epoch_share(settings, sdef) or time_budget(settings, sdef) is None \
+            or (settings.timeout is None and settings.budget_given):
         return 0.0
     return sdef.confirm_share
 
@@ -173,11 +196,20 @@ def run_timeout(settings: RunSettings, sdef: StudyDef) -> float | None:
 
 
 def confirm_seconds(settings: RunSettings, sdef: StudyDef) -> float | None:
-    """What is left of the time budget for the retrains when the study keeps a share for them, else None
-    (each retrain trains its trial's epochs, or [confirm]'s --epochs)."""
+    """What is left of the time budget for the retrains when the study keeps a share of it, else None
+    (each retrain trains its trial's epochs, or final_epochs)."""
     if not confirm_share(settings, sdef):
         return None
     return settings.seconds_left(time_budget(settings, sdef))
+
+
+def final_epochs(settings: RunSettings, sdef: StudyDef) -> int | None:
+    """Epochs of each retrain when the study keeps a share of an epoch budget B: share x B split over the
+    retrains (top x seeds), at least 1; the search's trials train the rest. None: no share."""
+    share = epoch_share(settings, sdef)
+    if not share:
+        return None
+    return max(1, round(share * epoch_budget(settings, sdef)) // prod(confirm_plan(settings, sdef)))
 
 
 def optimize(study: optuna.Study, ctx: TrialContext, settings: RunSettings, budget: Budget,
@@ -297,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             return rc
         return run_confirm(ConfirmSettings(study.study_name, top, seeds, settings.storage, settings.tracking_uri,
                                            settings.device, settings.data,
+                                           epochs=final_epochs(settings, ctx.sdef),
                                            seconds=confirm_seconds(settings, ctx.sdef)), console)
     except Terminated:
         console.print("[red]terminated (SIGTERM): the trial (or retrain) in progress is FAIL, its MLflow run "

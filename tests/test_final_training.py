@@ -1,5 +1,6 @@
-"""The final training a time budget keeps: `[confirm] share` of `--timeout` trains the search's best
-configuration once more, for as many epochs as fit (`search.confirm --seconds`).
+"""The final training a budget keeps: `[confirm] share` of `--timeout` trains the search's best
+configuration once more, for as many epochs as fit (`search.confirm --seconds`); of `--total-epochs B`,
+for share x B epochs, the search's trials training the rest.
 
 Checked on the rules (the planner's budget, the study file, the search's deadline) and on real tiny
 studies through Optuna's and MLflow's own clients: `--seconds` turns the trial's own wall time per
@@ -24,7 +25,7 @@ from search.confirm import main as confirm_main
 from search.plan.budget import FINAL_SHARE, expected_epochs, plan_budget
 from search.plan.decisions import Plan
 from search.plan.plan_toml import render_toml
-from search.run import confirm_seconds, run_timeout
+from search.run import confirm_seconds, final_epochs, run_budget, run_timeout
 from search.settings import RunSettings
 from search.study.definition import load_study, parse_study
 from tests.studykit import TINY, StudyEnv
@@ -57,7 +58,7 @@ def test_an_epoch_budget_keeps_no_share() -> None:
 def test_a_share_outside_0_to_1_is_refused(tmp_path: Path, share: str) -> None:
     env = StudyEnv(tmp_path, "bad", **TINY)
     env.file.write_text(env.file.read_text() + CONFIRM.format(share=share))
-    with pytest.raises(ValueError, match=r"\[confirm\] share must be a fraction of the time budget"):
+    with pytest.raises(ValueError, match=r"\[confirm\] share must be a fraction of the budget"):
         load_study(env.file)
 
 
@@ -79,6 +80,25 @@ def test_the_search_stops_at_its_share_and_the_retrains_get_the_rest(tmp_path: P
     assert 64 < run_timeout(RunSettings(started=ten_s_ago), clocked) <= 65
     trials_only = RunSettings(trials=1, started=ten_s_ago)
     assert 89 < run_timeout(trials_only, clocked) <= 90 and confirm_seconds(trials_only, clocked) is None
+
+
+def test_an_epoch_budget_keeps_its_share_and_the_clock_none(tmp_path: Path) -> None:
+    env = StudyEnv(tmp_path, "epochs", **TINY)
+    env.file.write_text(env.file.read_text() + CONFIRM.format(share=0.25))
+    sdef, study = load_study(env.file), optuna.create_study()
+    ten_s_ago = time.monotonic() - 10
+    settings = RunSettings(total_epochs=100, timeout=100, started=ten_s_ago)
+    assert final_epochs(settings, sdef) == 25 and run_budget(study, settings, sdef).epochs == 75
+    # The epochs decide the retrain's length, so the clock is the search's whole.
+    assert 89 < run_timeout(settings, sdef) <= 90 and confirm_seconds(settings, sdef) is None
+    two = RunSettings(total_epochs=100, confirm=2, confirm_seeds=2)  # 4 retrains share the 25 epochs
+    assert final_epochs(two, sdef) == 6 and run_budget(study, two, sdef).epochs == 76
+    for none in (RunSettings(total_epochs=100, confirm=0), RunSettings(total_epochs=75, worker_index=0),
+                 RunSettings(trials=3)):
+        assert final_epochs(none, sdef) is None
+    assert run_budget(study, RunSettings(total_epochs=75, worker_index=0), sdef).epochs == 75  # the parent's share
+    filed = dataclasses.replace(sdef, total_epochs=40)  # the study file's epoch budget keeps it too
+    assert final_epochs(RunSettings(), filed) == 10 and run_budget(study, RunSettings(), filed).epochs == 30
 
 
 def _frozen(epochs: int, wall_s: float) -> optuna.trial.FrozenTrial:
@@ -139,3 +159,19 @@ def test_a_search_with_no_complete_trial_skips_the_final_training(tmp_path: Path
     assert env.run("--timeout", "0") == 0  # the set-up spends the budget: no trial, and no error either
     assert env.study().trials == [] and "confirm" not in env.study().user_attrs
     assert "no complete trial: nothing to confirm" in capsys.readouterr().out
+
+
+def test_search_run_with_an_epoch_budget_retrains_its_best_for_the_share(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEG_CACHE_DIR", str(tmp_path / "cache"))
+    env = StudyEnv(tmp_path, "epoch-final", trials=50, epochs=2, **TINY)
+    env.file.write_text(env.file.read_text() + CONFIRM.format(share=0.5))
+    assert env.run("--total-epochs", "8") == 0
+    study = env.study()
+    trained = sum(t.user_attrs["epochs_trained"] for t in study.trials)
+    assert trained == 4, "the trials train (1 - share) x 8 epochs in all"
+    record = study.user_attrs["confirm"]
+    assert record["epochs"] == 4 and record["configs"][0]["trial"] == study.best_trial.number
+    (retrain,) = [r for r in env.children() if r.data.tags.get("run_kind") == "confirm"]
+    assert retrain.info.status == "FINISHED" and retrain.data.params["train.epochs"] == "4"
+    assert record["champion"]["run_id"] == retrain.info.run_id

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.search_value --tiny`: four arms on two sampler seeds at an equal epoch budget, each
+"""`python -m benchmarks.search_value --tiny`: five arms on two sampler seeds at an equal epoch budget, each
 champion scored by search.evaluate on a generated test split; read back through Optuna's and MLflow's clients."""
 
 from __future__ import annotations
@@ -40,17 +40,27 @@ def test_every_arm_of_every_seed_trains_the_same_epochs_and_is_scored_on_the_tes
             assert set(r["rc"]) == {0}, (seed, arm, r)
             studies = _studies(tiny, seed, arm)
             epochs = sum(t.user_attrs["epochs_trained"] for s in studies for t in s.trials)
+            if arm == "final":  # the trials' epochs and the final training's share the budget
+                epochs += studies[0].user_attrs["confirm"]["epochs"]
             assert epochs == r["epochs"] == results["budget_epochs"], (seed, arm)
             evaluation = json.loads((tiny / "out" / f"evaluation-s{seed}-{arm}.json").read_text())
             assert r["test_miou"] == round(evaluation["miou"], 4) and 0 <= r["test_miou"] <= 1
             assert evaluation["images"] == search_value.TINY["test_images"]
             assert evaluation["data"].startswith(str(tiny / "test-data"))
-            # The champion is the arm's best trial by val, and its test score is logged on its own run.
+            # The champion is the arm's best trial by val (or the final training's model), and its test score
+            # is logged on its own run.
             best = max((s for s in studies if any(t.value is not None for t in s.trials)),
                        key=lambda s: s.best_value)
-            assert r["val_miou"] == round(best.best_value, 4)
-            run = MlflowClient(f"sqlite:///{tiny / f's{seed}' / arm / 'mlruns' / 'mlflow.db'}").get_run(
-                best.best_trial.user_attrs["mlflow_run_id"])
+            client = MlflowClient(f"sqlite:///{tiny / f's{seed}' / arm / 'mlruns' / 'mlflow.db'}")
+            if arm == "final":
+                record = best.user_attrs["confirm"]
+                assert r["val_miou"] == record["configs"][0]["final_mean"]
+                assert record["configs"][0]["trial"] == best.best_trial.number
+                run = client.get_run(record["champion"]["run_id"])
+                assert run.data.tags["run_kind"] == "confirm"
+            else:
+                assert r["val_miou"] == round(best.best_value, 4)
+                run = client.get_run(best.best_trial.user_attrs["mlflow_run_id"])
             assert run.data.metrics["test_miou"] == pytest.approx(evaluation["miou"])
 
 
@@ -68,9 +78,13 @@ def test_the_arms_differ_only_as_the_issue_says(tiny: Path) -> None:
             (t,) = s.trials
             assert t.params == pytest.approx(baseline) and t.user_attrs["baseline"]
             assert t.user_attrs["epochs_trained"] == search_value.TINY["budget_epochs"] // len(runs)
-        # (a) and (b) start from the same trial 0, the [baseline]; (b) then samples at random.
-        first = [_studies(tiny, seed, arm)[0].trials[0] for arm in ("search", "random")]
+        # (a), (a+) and (b) start from the same trial 0, the [baseline]; (b) then samples at random.
+        first = [_studies(tiny, seed, arm)[0].trials[0] for arm in ("search", "final", "random")]
         assert all(t.user_attrs["baseline"] for t in first)
+        # (a+) keeps a third of the budget for its final training: 4 epochs, 3 for the trials, 1 retrain.
+        (final,) = _studies(tiny, seed, "final")
+        assert final.user_attrs["confirm"]["epochs"] == round(search_value.TINY["budget_epochs"] / 3) == 1
+        assert len(final.user_attrs["confirm"]["configs"]) == 1
 
 
 def test_the_report_names_medians_and_goals(tiny: Path) -> None:
@@ -81,8 +95,9 @@ def test_the_report_names_medians_and_goals(tiny: Path) -> None:
         assert f"| {arm} |" in md
     assert set(results["summary"]["goals"]) == {
         "search beats random on >= 4 of 5 seeds, median >= +0.02", "search >= no-pruning (median test mIoU)",
-        "search >= baseline (median test mIoU)"}
+        "search >= baseline (median test mIoU)", "search with its final training >= baseline (median test mIoU)"}
     assert results["summary"]["search_vs"]["random"]["seeds"] == 2
+    assert results["summary"]["final_vs"]["baseline"]["seeds"] == 2 and "| final vs baseline | 2 |" in md
 
 
 def test_resume_keeps_what_was_measured_and_refuses_other_settings(tiny: Path) -> None:

@@ -173,9 +173,9 @@ def _count(path: Path, where: str, value: Any, least: int) -> int | None:
 
 
 def _share(path: Path, value: Any) -> float:
-    """[confirm] share: a fraction of the time budget, 0 <= share < 1."""
+    """[confirm] share: a fraction of the time or epoch budget, 0 <= share < 1."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{path}: [confirm] share must be a fraction of the time budget, 0 <= share < 1, "
+        raise ValueError(f"{path}: [confirm] share must be a fraction of the budget, 0 <= share < 1, "
                          f"got {value!r}")
     return float(value)
 
