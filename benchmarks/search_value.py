@@ -84,7 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                             "search-value)")
     p.add_argument("--work", type=Path, help="storages, logs and evaluations (default: a new temp folder, kept)")
     p.add_argument("--resume", action="store_true", help="keep the seeds and arms already in --out's "
-                                                         "search-value.json and run only the others")
+                                                         "search-value.json and run only the others "
+                                                         "(of the seeds named here)")
     p.add_argument("--tiny", action="store_true", help="a tiny copy of the study (8 training images, 2 epochs a "
                                                        "trial), seeds 0 and 1, 4 epochs an arm, in this process")
     args = p.parse_args(argv)
@@ -352,10 +353,10 @@ def main(argv: list[str] | None = None) -> int:
                                    {k: old.get(k) for k in ("command", "started", "finished", "work", "machine")}]
     print(f"search_value: {len(args.seeds)} seeds x {len(args.arms)} arms, {args.budget_epochs} epochs each; "
           f"storages and logs in {work}", flush=True)
+    named = args.seeds  # the seeds this command runs
     if old:  # an earlier run's seeds stay in the table, even those this command does not name
-        args.seeds = list(dict.fromkeys([*map(int, old["rows"]), *args.seeds]))
-        results["seeds"] = args.seeds
-    for seed in args.seeds:  # the table's order, whatever order the arms finish in
+        results["seeds"] = list(dict.fromkeys([*map(int, old["rows"]), *named]))
+    for seed in results["seeds"]:  # the table's order, whatever order the arms finish in
         results["rows"][str(seed)] = dict(old["rows"].get(str(seed), {})) if old else {}
     lock = threading.Lock()
 
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"trials {r['trials']} epochs {r['epochs']}", flush=True)
             write_results(results, out)
 
-    jobs = [(seed, arm) for seed in args.seeds for arm in args.arms if arm not in results["rows"][str(seed)]]
+    jobs = [(seed, arm) for seed in named for arm in args.arms if arm not in results["rows"][str(seed)]]
     if old:
         print(f"search_value: --resume: {sum(map(len, results['rows'].values()))} arms kept from {out}, "
               f"{len(jobs)} to run", flush=True)
