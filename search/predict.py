@@ -27,6 +27,7 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from search.settings import configure_process
+from search.study.confirm_record import read_record
 from search.study.lookup import StudyNotFoundError, load_named_study
 from search.study.storage import DEFAULT_STORAGE
 from search.tracking.client import DEFAULT_TRACKING_URI, RUN_ID_ATTR
@@ -179,7 +180,20 @@ def checkpoint_from_study(study_name: str, trial_number: int | None, storage: st
     trial = select_trial(study, trial_number)
     origin = ModelOrigin(f"trial {trial.number} of study {study.study_name!r} (val mIoU {trial.value:.4f})",
                          run_id=trial.user_attrs.get(RUN_ID_ATTR))
+    final = final_model_note(study) if trial_number is None else None
+    if final:
+        print(final, file=sys.stderr)
     return fetch_checkpoint(trial, tracking_uri, dst), origin
+
+
+def final_model_note(study: optuna.Study) -> str | None:
+    """A note when the study's champion is a retrain after the search (search.confirm, or a [confirm]
+    share): the best trial is then not the model the study crowned."""
+    champion = (read_record(study) or {}).get("champion")
+    if not champion:
+        return None
+    return (f"note: study {study.study_name!r} crowned the retrain of trial {champion['trial']} after the search "
+            f"({champion['model']}); this uses its best trial. --model {champion['model']} uses the crowned model")
 
 
 def load_source_checkpoint(model: str | None, study: str | None, trial: int | None, storage: str,

@@ -25,6 +25,7 @@ from search.confirm import main as confirm_main
 from search.plan.budget import FINAL_SHARE, expected_epochs, plan_budget
 from search.plan.decisions import Plan
 from search.plan.plan_toml import render_toml
+from search.predict import checkpoint_from_study
 from search.run import confirm_seconds, final_epochs, run_budget, run_timeout
 from search.settings import RunSettings
 from search.study.definition import load_study, parse_study
@@ -161,8 +162,8 @@ def test_a_search_with_no_complete_trial_skips_the_final_training(tmp_path: Path
     assert "no complete trial: nothing to confirm" in capsys.readouterr().out
 
 
-def test_search_run_with_an_epoch_budget_retrains_its_best_for_the_share(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_search_run_with_an_epoch_budget_retrains_its_best_for_the_share(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("SEG_CACHE_DIR", str(tmp_path / "cache"))
     env = StudyEnv(tmp_path, "epoch-final", trials=50, epochs=2, **TINY)
     env.file.write_text(env.file.read_text() + CONFIRM.format(share=0.5))
@@ -175,3 +176,10 @@ def test_search_run_with_an_epoch_budget_retrains_its_best_for_the_share(tmp_pat
     (retrain,) = [r for r in env.children() if r.data.tags.get("run_kind") == "confirm"]
     assert retrain.info.status == "FINISHED" and retrain.data.params["train.epochs"] == "4"
     assert record["champion"]["run_id"] == retrain.info.run_id
+    # Reading the study by its best trial says which model the study crowned instead.
+    checkpoint_from_study(env.name, None, env.storage, env.tracking_uri, tmp_path / "ckpt")
+    note = capsys.readouterr().err
+    assert f"--model models:/{env.name}@champion uses the crowned model" in note
+    assert f"retrain of trial {record['configs'][0]['trial']}" in note
+    checkpoint_from_study(env.name, 0, env.storage, env.tracking_uri, tmp_path / "ckpt0")
+    assert "crowned" not in capsys.readouterr().err, "a chosen trial is what the user asked for"
