@@ -22,22 +22,21 @@ import signal
 import sys
 import time
 import warnings
-from math import prod
 from typing import Any
 
 import optuna
 from rich.console import Console
 from rich.markup import escape
 
+from search.budget_split import confirm_plan, confirm_seconds, final_epochs, run_budget, run_timeout
 from search.confirm import ConfirmSettings, run_confirm
 from search.display import LiveDisplay, print_summary
 from search.objective import Objective, TrialContext, TrialFailed
 from search.registry import ChampionCallback
 from search.session import finish_tracking, prepare
 from search.settings import RunSettings, configure_process
-from search.study.definition import StudyDef
 from search.study.identity import StudyMismatchError
-from search.study.quota import Budget, StudyQuota, SurplusTrial, counted_trials, lock_path_for
+from search.study.quota import Budget, StudyQuota, SurplusTrial, lock_path_for
 from search.study.samplers_pruners import SAMPLERS, pruner_arg
 from search.study.storage import DEFAULT_STORAGE
 from search.tracking.client import DEFAULT_TRACKING_URI, TrackingUnavailable
@@ -117,27 +116,6 @@ def parse_args(argv: list[str] | None = None) -> RunSettings:
         p.error(str(err))
 
 
-def run_budget(study: optuna.Study, settings: RunSettings, sdef: StudyDef) -> Budget:
-    """What the study should hold when this run is done (see search/study/quota.py).
-
-    Budget flags on the command line replace the study file's budget; those given together all
-    apply. `--trials` counts from the trials the study holds now, the other limits are the study's
-    totals (so they survive a resume). A worker gets the parent's resolved budget."""
-    if settings.is_worker:
-        return Budget(settings.target_total, settings.total_epochs)
-    given = settings.budget_given
-    epochs = epoch_budget(settings, sdef)
-    if epochs is not None and epoch_share(settings, sdef):
-        epochs -= final_epochs(settings, sdef) * prod(confirm_plan(settings, sdef))
-    if settings.total_trials is not None:
-        return Budget(settings.total_trials, epochs)
-    add = settings.trials if given else sdef.trials
-    if add is None:
-        return Budget(None, epochs)
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    return Budget(counted_trials(finished) + add, epochs)
-
-
 class AfterTrial:
     """Optuna callback: champion model, then stop on a dead tracking store, else claim the next slot."""
 
@@ -151,65 +129,6 @@ class AfterTrial:
             return
         self.champion(study, trial)
         self.quota.after_trial(study, trial)
-
-
-def time_budget(settings: RunSettings, sdef: StudyDef) -> float | None:
-    """The command's time budget in seconds: --timeout, else the study's budget.timeout_s (None: none)."""
-    return settings.timeout if settings.timeout is not None else sdef.timeout_s
-
-
-def epoch_budget(settings: RunSettings, sdef: StudyDef) -> int | None:
-    """The command's epoch total: --total-epochs, else the study's budget.total_epochs unless another
-    budget flag replaces the file's budget (None: no epoch limit)."""
-    return settings.total_epochs if settings.budget_given else sdef.total_epochs
-
-
-def confirms(settings: RunSettings, sdef: StudyDef) -> bool:
-    """Whether this command retrains the search's best after it (a worker's parent does that)."""
-    return not settings.is_worker and settings.trials != 0 and bool(confirm_plan(settings, sdef)[0])
-
-
-def epoch_share(settings: RunSettings, sdef: StudyDef) -> float:
-    """The part of the epoch budget kept for the retrains: the study's [confirm] share when this command
-    confirms and has an epoch budget, else 0. It decides the retrains' length, so the clock keeps none."""
-    if not confirms(settings, sdef) or epoch_budget(settings, sdef) is None:
-        return 0.0
-    return sdef.confirm_share
-
-
-def confirm_share(settings: RunSettings, sdef: StudyDef) -> float:
-    """The part of the time budget kept for the retrains after the search: the study's [confirm] share
-    when this command confirms, has a time budget and no epoch budget (a worker's parent keeps it),
-    else 0. A budget given on the command line without --timeout replaces the file's, so its clock
-    keeps no share."""
-    if not confirms(settings, sdef) or epoch_share(settings, sdef) or time_budget(settings, sdef) is None \
-            or (settings.timeout is None and settings.budget_given):
-        return 0.0
-    return sdef.confirm_share
-
-
-def run_timeout(settings: RunSettings, sdef: StudyDef) -> float | None:
-    """Seconds left for starting trials: the time budget less its [confirm] share, counted from the
-    command's start, so the planning and set-up before the first trial are part of it."""
-    total = time_budget(settings, sdef)
-    return None if total is None else settings.seconds_left(total * (1 - confirm_share(settings, sdef)))
-
-
-def confirm_seconds(settings: RunSettings, sdef: StudyDef) -> float | None:
-    """What is left of the time budget for the retrains when the study keeps a share of it, else None
-    (each retrain trains its trial's epochs, or final_epochs)."""
-    if not confirm_share(settings, sdef):
-        return None
-    return settings.seconds_left(time_budget(settings, sdef))
-
-
-def final_epochs(settings: RunSettings, sdef: StudyDef) -> int | None:
-    """Epochs of each retrain when the study keeps a share of an epoch budget B: share x B split over the
-    retrains (top x seeds), at least 1; the search's trials train the rest. None: no share."""
-    share = epoch_share(settings, sdef)
-    if not share:
-        return None
-    return max(1, round(share * epoch_budget(settings, sdef)) // prod(confirm_plan(settings, sdef)))
 
 
 def optimize(study: optuna.Study, ctx: TrialContext, settings: RunSettings, budget: Budget,
@@ -293,12 +212,6 @@ def run_workers(settings: RunSettings, argv: list[str], study: optuna.Study, ctx
             Console(stderr=True).print(f"[red]{describe_exit(i, code)}[/red]: rerun the same command to resume; "
                                        "a trial it left RUNNING is failed and retried after the grace period.")
     return next((c if c > 0 else 1 for c in codes if c != 0), 0)
-
-
-def confirm_plan(settings: RunSettings, sdef: StudyDef) -> tuple[int, int]:
-    """(top K, seeds S) of the confirmation after the search: the command line over the study's [confirm]."""
-    top = sdef.confirm_top if settings.confirm is None else settings.confirm
-    return top, settings.confirm_seeds or sdef.confirm_seeds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.run import parse_args, run_budget
+from search.budget_split import run_budget
+from search.run import parse_args
 from search.study.definition import load_study
 from search.study.quota import Budget
 from tests.faultkit import assert_consistent, cli_env, start_run
@@ -109,7 +110,7 @@ def test_two_workers_share_the_epoch_budget_exactly_and_resume(tmp_path: Path) -
 def test_the_timeout_counts_from_the_command_start_planning_included(tmp_path: Path) -> None:
     import time
 
-    from search.run import run_timeout
+    from search.budget_split import run_timeout
     from search.settings import RunSettings
 
     sdef = load_study(StudyEnv(tmp_path, "clock", **TINY).file)

@@ -20,13 +20,13 @@ import optuna
 import pytest
 import tomllib
 
+from search.budget_split import confirm_seconds, final_epochs, run_budget, run_timeout
 from search.confirm import epochs_that_fit
 from search.confirm import main as confirm_main
 from search.plan.budget import FINAL_SHARE, expected_epochs, plan_budget
 from search.plan.decisions import Plan
 from search.plan.plan_toml import render_toml
 from search.predict import checkpoint_from_study
-from search.run import confirm_seconds, final_epochs, run_budget, run_timeout
 from search.settings import RunSettings
 from search.study.definition import load_study, parse_study
 from tests.studykit import TINY, StudyEnv
