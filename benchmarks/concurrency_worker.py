@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
     if len(argv) == 4:
         torch.set_num_threads(int(argv[3]))
     device = resolve_device(cfg.train.device)
-    prec = precision_for(cfg.train, device)
+    prec = precision_for(cfg, device)
     model = build_unet(cfg.model).to(device, memory_format=prec.memory_format).train()
     opt = build_optimizer(model.parameters(), cfg.train)
     scaler = torch.amp.GradScaler(device.type, enabled=prec.use_scaler)

@@ -102,7 +102,7 @@ def min_rung_trial_s(cfg: Config, data: Any) -> float:
 def measure(sizes: Sizes, keep: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     cfg = sizes.study_config(1)
     device = resolve_device(cfg.train.device)
-    prec = precision_for(cfg.train, device)
+    prec = precision_for(cfg, device)
     data = resolve_dataset(cfg.data)
     seed_everything(0)
     runs = [fresh_process_costs(cfg) for _ in range(1 if sizes.tiny else 3)]

@@ -3,8 +3,9 @@
 Variants: fp32, bf16 AMP, bf16 + channels_last, bf16 + channels_last + torch.compile. FLOPs per
 image come from the model itself (`seg.model.forward_flops`, x3 for forward + backward). On CUDA the
 floor is the device's peak from `benchmarks.peaks`; on a CPU it is a matmul measured in this run.
-On a CPU only fp32 runs unless `--speed-cpu-variants` (bf16 there is emulated and compile takes
-minutes); skipped variants keep their fields, null, with the reason.
+On a CPU only fp32 runs unless `--speed-cpu-variants` (the report's UNet is slow there and compile takes
+minutes; `python -m benchmarks.cpu_precision` compares fp32, channels_last and bf16 on a CPU at the
+default study's sizes); skipped variants keep their fields, null, with the reason.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def skip_reason(name: str, device: torch.device, sizes: Sizes) -> str | None:
     if compiled and sizes.tiny:
         return "CPU: torch.compile's C++ build takes minutes; not run in --tiny mode"
     if not sizes.speed_cpu_variants:
-        return "CPU: bf16 and compile variants are GPU targets; pass --speed-cpu-variants to run them on CPU"
+        return "CPU: the variants past fp32 take minutes at this size; pass --speed-cpu-variants to run them on CPU"
     return None
 
 

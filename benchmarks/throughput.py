@@ -34,7 +34,7 @@ SIZES = {
 def step_images_per_s(cfg: Config, steps: int) -> float:
     """Train steps on a fixed random batch: the compute side, with no loader in the way."""
     device = resolve_device(cfg.train.device)
-    return timed_steps(cfg, precision_for(cfg.train, device), steps, compile_model=cfg.train.compile)
+    return timed_steps(cfg, precision_for(cfg, device), steps, compile_model=cfg.train.compile)
 
 
 def timed_steps(cfg: Config, prec: Precision, steps: int, *, compile_model: bool = False, warmup: int = 3) -> float:

@@ -49,7 +49,7 @@ class MemoryEstimate:
 
 def estimate_training_memory(cfg: Config, height: int, width: int, amp: bool) -> MemoryEstimate:
     """Peak bytes of one training step at batch `cfg.train.batch_size` and input (height, width);
-    `amp`: convs run in 16-bit (as `precision_for` does on CUDA)."""
+    `amp`: convs run in 16-bit (as `precision_for` has them on CUDA and on CPUs with native bf16)."""
     with torch.device("meta"):  # shapes only
         model = UNet(cfg.model)
     n_params = sum(p.numel() for p in model.parameters())
@@ -132,7 +132,7 @@ def probe_training_memory(cfg: Config, height: int, width: int, device: torch.de
     torch.cuda.synchronize(device)
     base = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
-    prec = precision_for(cfg.train, device)
+    prec = precision_for(cfg, device)
     try:
         model = build_unet(cfg.model).to(device, memory_format=prec.memory_format).train()
         opt = build_optimizer(model.parameters(), cfg.train)
@@ -189,7 +189,7 @@ def check_training_memory(cfg: Config, data: SegmentationData, device: torch.dev
     """Estimate (and on CUDA probe) one training step, and estimate validation of the largest val image,
     against `limit` bytes, before any training."""
     h, w = training_input_size(cfg, data)
-    amp = precision_for(cfg.train, device).amp_dtype is not None
+    amp = precision_for(cfg, device).amp_dtype is not None
     estimate = estimate_training_memory(cfg, h, w, amp).total
     where = f"batch {cfg.train.batch_size} at {h}x{w} on {device}"
     if estimate > limit:

@@ -95,7 +95,7 @@ def fit(cfg: Config, data: SegmentationData | None = None, on_epoch_end: EpochCa
     seed_everything(cfg.train.seed)
     data = data if data is not None else resolve_dataset(cfg.data)
     device = resolve_device(cfg.train.device)
-    prec = precision_for(cfg.train, device)
+    prec = precision_for(cfg, device)
     with MODEL_CACHE.lease(cfg.model, prec, cfg.train.compile) as (model, step_model, reused):
         on_device, placement = device_data_decision(cfg, data, device, data_on_device)
         result = FitResult(data_on_device=on_device, data_placement=placement, compiled_model_reused=reused,

@@ -52,7 +52,7 @@ def cuda_cfg(root: Path, **train: object) -> Config:
 
 def test_fit_on_cuda_with_bf16_and_channels_last_learns(blobs: Path) -> None:
     cfg = cuda_cfg(blobs)
-    prec = precision_for(cfg.train, torch.device("cuda"))
+    prec = precision_for(cfg, torch.device("cuda"))
     assert prec.amp_dtype == torch.bfloat16 and prec.channels_last and not prec.use_scaler
     assert torch.backends.cudnn.benchmark, "precision_for turns cuDNN's autotuner on for CUDA"
     result = fit(cfg, load_dataset(blobs, 3))

@@ -202,7 +202,7 @@ def test_fit_validates_a_large_image_in_tiles(large_val, on_device, monkeypatch)
     # The tiled scores are what `evaluate` gives with the same tiling on the best weights, and close to
     # whole-image validation of those weights.
     monkeypatch.setattr(seg.sliding, "sliding_window_logits", real)
-    prec = precision_for(cfg.train, torch.device("cpu"))
+    prec = precision_for(cfg, torch.device("cpu"))
     model = build_unet(cfg.model).to(memory_format=prec.memory_format)
     model.load_state_dict(result.best_state)
     norm = Normalize(result.mean, result.std)
@@ -219,7 +219,7 @@ def test_memory_check_counts_validation_of_the_largest_val_image(large_val):
         "data": {"root": str(large_val), "num_classes": K},
         "transforms": {"crop_mode": "random", "crop_size": 32}, "train": {"batch_size": 4, "device": "cpu"}})
     data, cpu = load_dataset(large_val, K), torch.device("cpu")
-    amp = precision_for(cfg.train, cpu).amp_dtype is not None
+    amp = precision_for(cfg, cpu).amp_dtype is not None
     train = estimate_training_memory(cfg, 32, 32, amp).total
     val = estimate_validation_memory(cfg, 64, 96, amp)
     assert val > train  # eight whole 64x96 images per forward against four 32 px crops

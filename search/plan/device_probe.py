@@ -143,7 +143,7 @@ def _measure(cfg: Config, hw: tuple[int, int], device: torch.device,
     """(training seconds per sample, validation seconds per megapixel), timed as `fit` runs them: the
     batched data path (`seg.batch_augment`) on uint8 data, normalisation, the loss, the step; then an
     eval forward with the loss, the argmax and the confusion matrix."""
-    prec = precision_for(cfg.train, device)
+    prec = precision_for(cfg, device)
     model = build_unet(cfg.model).to(device, memory_format=prec.memory_format).train()
     opt = build_optimizer(model.parameters(), cfg.train)
     scaler = torch.amp.GradScaler(device.type, enabled=prec.use_scaler)
