@@ -11,11 +11,10 @@ Configurations: the default study's `[baseline]` (base width 16) and a second on
 depth 4, pixel-shuffle upsampling, AdamW with one-cycle, batch 16) on the embedded dataset. Per
 configuration and training seed the arms run one after another, so a busy machine slows them alike;
 each reports seconds an epoch (training plus validation, the mean over the epochs) and val mIoU (final
-and best). The arms differ only in
-`train.amp` and `train.channels_last`; the channels_last arm lifts the width rule so that it runs
-channels_last at every width, and the table names the arm the default picks. On a CPU without native
-bf16 the bf16 arms are skipped (`fit` would run fp32 there). Writes cpu-precision.json and
-cpu-precision.md to --out.
+and best). The arms differ only in `train.amp` and `train.channels_last`; the channels_last arm lifts
+the width rule so that it runs channels_last at every width, and the table marks the arm the default
+picks. On a CPU without native bf16 the bf16 arms are skipped (`fit` would run fp32 there). Writes
+cpu-precision.json and cpu-precision.md to --out.
 """
 
 from __future__ import annotations

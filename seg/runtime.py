@@ -62,15 +62,15 @@ def cpu_has_native_bf16() -> bool:
 
 
 # On a CPU, channels_last pays only when every conv has at least this many channels: BatchNorm's
-# backward over fewer channels takes a slow path there. Training seconds an epoch of a depth-4 UNet of
-# the default study in bf16 on a 2-core AMX Xeon, channels_last against not: base width 8 or 12,
-# 1.4-1.6x slower; 16 and 32, 1.3-1.4x faster; 24, even (docs/performance.md).
+# backward over fewer channels takes a slow path there. Training seconds an epoch of the default
+# study's UNets in bf16 on a 2-core AMX Xeon, channels_last against not: base width 8 or 12, 1.4-1.6x
+# slower; 16 and 32, 1.3-1.6x faster; 24, even (python -m benchmarks.cpu_precision; docs/performance.md).
 CPU_CHANNELS_LAST_MIN_WIDTH = 16
 
 
 def precision_for(cfg: Config, device: torch.device) -> Precision:
     """On CUDA: bf16 autocast (fp16 + GradScaler where bf16 is missing), channels_last. On a CPU: bf16
-    autocast where the CPU has it natively (on a 2-core AMX Xeon, about twice the fp32 speed of the
+    autocast where the CPU has it natively (on a 2-core AMX Xeon, 1.65-2.4x the fp32 speed of the
     default study's UNets with the same val mIoU; docs/performance.md), and channels_last when the
     narrowest level has CPU_CHANNELS_LAST_MIN_WIDTH channels or more. `train.amp` and
     `train.channels_last` turn them off."""

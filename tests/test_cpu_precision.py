@@ -53,8 +53,9 @@ def test_native_bf16_check_answers_a_bool():
 
 def test_fit_in_bf16_channels_last_learns_and_saves_fp32_weights(blobs, monkeypatch, tmp_path):
     monkeypatch.setattr(seg.runtime, "cpu_has_native_bf16", lambda: True)
-    cfg = _cfg(blobs, epochs=4)
-    assert precision_for(cfg, CPU).amp_dtype == torch.bfloat16
+    cfg = _sized(_cfg(blobs, epochs=4), 16)
+    prec = precision_for(cfg, CPU)
+    assert prec.amp_dtype == torch.bfloat16 and prec.channels_last
     data = load_dataset(blobs, 3)
     result = fit(cfg, data)
     first, last = result.history[0], result.history[-1]
