@@ -62,9 +62,9 @@ def cpu_has_native_bf16() -> bool:
 
 
 # On a CPU, channels_last pays only when every conv has at least this many channels: BatchNorm's
-# backward over fewer channels takes a slow path there. Training seconds an epoch of the default
-# study's UNets in bf16 on a 2-core AMX Xeon, channels_last against not: base width 8 or 12, 1.4-1.6x
-# slower; 16 and 32, 1.3-1.6x faster; 24, even (python -m benchmarks.cpu_precision; docs/performance.md).
+# backward over fewer channels takes a slow path there. Seconds an epoch in bf16 on a 2-core AMX Xeon,
+# channels_last against not (python -m benchmarks.cpu_precision; docs/performance.md): base width 12,
+# 1.24x slower; 16, 1.76x faster.
 CPU_CHANNELS_LAST_MIN_WIDTH = 16
 
 
