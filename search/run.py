@@ -29,7 +29,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from search.budget_split import confirm_plan, confirm_seconds, final_epochs, run_budget, run_timeout
-from search.confirm import ConfirmSettings, run_confirm
+from search.confirm import run_confirm
+from search.confirm_retrains import ConfirmSettings
 from search.display import LiveDisplay, print_summary
 from search.objective import Objective, TrialContext, TrialFailed
 from search.registry import ChampionCallback

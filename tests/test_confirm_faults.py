@@ -1,6 +1,6 @@
 """Confirmation with retrains that do not finish: ranking, crowning and wording with partial and failed
 retrains, and the out-of-memory retry, on a real tiny study checked through Optuna's and MLflow's own
-clients. The faults are injected into our own code (`search.confirm.fit`), never into Optuna or MLflow.
+clients. The faults are injected into our own code (`search.confirm_retrains.fit`), never into Optuna or MLflow.
 
 The study "cfault" runs one real trial G (a depth-3 UNet, lr 0.01, the configuration `test_confirm`
 measured at final val mIoU 0.042-0.104 after 8 epochs); then a lucky draw L joins through Optuna's
@@ -24,7 +24,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-import search.confirm
+import search.confirm_retrains
 from search.confirm import main as confirm_main
 from search.display import print_confirmation
 from search.registry import CHAMPION
@@ -57,7 +57,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StudyEnv,
     """(the study, G's trial number, L's trial number, the retrains `fit` was called for, in order)."""
     root = tmp_path_factory.mktemp("confirm-faults")
     calls: list[tuple[str, int]] = []
-    real_fit = search.confirm.fit
+    real_fit = search.confirm_retrains.fit
 
     def fit(cfg: Config, data, on_epoch_end=None):
         key = ("L" if cfg.train.lr == LUCKY_LR else "G", cfg.train.seed)
@@ -76,7 +76,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StudyEnv,
         lucky = Config.from_dict(env.study().best_trial.user_attrs["config"]).replace(train={"lr": LUCKY_LR})
         env.study().add_trial(optuna.trial.create_trial(value=0.99, user_attrs={"config": lucky.to_dict(),
                                                                                 "epochs_trained": EPOCHS}))
-        mp.setattr(search.confirm, "fit", fit)
+        mp.setattr(search.confirm_retrains, "fit", fit)
         assert confirm_main(env.read_args("--top", "2", "--seeds", "3", "--device", "cpu")) == 0
         yield env, good, env.study().best_trial.number, calls
 
@@ -139,7 +139,7 @@ def test_a_rerun_retrains_nothing_a_repeated_oom_is_final(faulty, monkeypatch: p
     def no_fit(*args, **kwargs):
         raise AssertionError("nothing is left to retrain")
 
-    monkeypatch.setattr(search.confirm, "fit", no_fit)
+    monkeypatch.setattr(search.confirm_retrains, "fit", no_fit)
     assert confirm_main(env.read_args("--top", "2", "--seeds", "3", "--device", "cpu")) == 0
     assert {r.info.run_id for r in confirm_runs(env)} == before
 

@@ -21,8 +21,8 @@ import pytest
 import tomllib
 
 from search.budget_split import confirm_seconds, final_epochs, run_budget, run_timeout
-from search.confirm import epochs_that_fit
 from search.confirm import main as confirm_main
+from search.confirm_retrains import epochs_that_fit
 from search.plan.budget import FINAL_SHARE, expected_epochs, plan_budget
 from search.plan.decisions import Plan
 from search.plan.plan_toml import render_toml
