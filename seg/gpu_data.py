@@ -35,6 +35,7 @@ import torch
 from seg.batch_augment import BatchAugment
 from seg.config import Config, TransformConfig
 from seg.data import IGNORE_INDEX, SegmentationData, Split
+from seg.loaders import drops_last
 from seg.transforms import build_eval_transform
 
 # Share of free GPU memory the stacked dataset may take; the rest is for the model and activations.
@@ -241,7 +242,7 @@ def device_loaders(cfg: Config, data: SegmentationData, device: torch.device,
     min_side = tf.crop_size if tf.crop_mode == "random" else 0
     train_split = cached_stack(data.train, tf, device, min_side, "train")
     train = DeviceLoader(train_split, t.batch_size, seed=t.seed, augment=tf, shuffle=True,
-                         drop_last=len(train_split) > t.batch_size)
+                         drop_last=drops_last(len(train_split), t.batch_size))
     if not val_on_device:
         _STORE.pop("val", None)
         return train, None

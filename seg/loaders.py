@@ -103,6 +103,18 @@ def val_dataset(data: SegmentationData, cfg: TransformConfig) -> SegDataset:
     return SegDataset(data.val, build_eval_transform(cfg))
 
 
+def drops_last(samples: int, batch_size: int) -> bool:
+    """Whether a training epoch drops its last, partial batch: a batch of one image would break
+    BatchNorm, so the remainder goes unless it is all there is."""
+    return samples > batch_size
+
+
+def trained_samples(samples: int, batch_size: int) -> int:
+    """Samples one training epoch runs through the model (whole batches when the remainder is dropped):
+    19 at batch 8 train 16."""
+    return samples // batch_size * batch_size if drops_last(samples, batch_size) else samples
+
+
 def build_loaders(cfg: Config, data: SegmentationData, pin_memory: bool = False) -> tuple[DataLoader, DataLoader]:
     """(train, val) loaders; the train loader shuffles with a generator seeded from the config."""
     t = cfg.train
@@ -110,8 +122,7 @@ def build_loaders(cfg: Config, data: SegmentationData, pin_memory: bool = False)
     common = dict(num_workers=t.num_workers, collate_fn=pad_collate, pin_memory=pin_memory,
                   persistent_workers=t.num_workers > 0)
     train_ds = train_dataset(data, cfg.transforms)
-    # A last batch of one image would break BatchNorm; drop the remainder unless it is all we have.
-    train = DataLoader(train_ds, batch_size=t.batch_size, shuffle=True, drop_last=len(train_ds) > t.batch_size,
-                       generator=gen, **common)
+    train = DataLoader(train_ds, batch_size=t.batch_size, shuffle=True,
+                       drop_last=drops_last(len(train_ds), t.batch_size), generator=gen, **common)
     val = DataLoader(val_dataset(data, cfg.transforms), batch_size=t.eval_batch_size, shuffle=False, **common)
     return train, val

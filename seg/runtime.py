@@ -68,26 +68,32 @@ def cpu_has_native_bf16() -> bool:
 CPU_CHANNELS_LAST_MIN_WIDTH = 16
 
 
+def uses_channels_last(cfg: Config, device_type: str) -> bool:
+    """Whether `cfg` runs channels_last on a device of this type: on CUDA when `train.channels_last`; on a
+    CPU only when its narrowest level is also CPU_CHANNELS_LAST_MIN_WIDTH channels or more."""
+    if not cfg.train.channels_last:
+        return False
+    return device_type == "cuda" or min(cfg.model.level_channels()) >= CPU_CHANNELS_LAST_MIN_WIDTH
+
+
 def precision_for(cfg: Config, device: torch.device) -> Precision:
     """On CUDA: bf16 autocast (fp16 + GradScaler where bf16 is missing), channels_last. On a CPU: bf16
     autocast where the CPU has it natively (on a 2-core AMX Xeon, 1.65-2.4x the fp32 speed of the
     default study's UNets with the same val mIoU; docs/performance.md), and channels_last when the
     narrowest level has CPU_CHANNELS_LAST_MIN_WIDTH channels or more. `train.amp` and
     `train.channels_last` turn them off."""
-    train = cfg.train
+    train, layout = cfg.train, uses_channels_last(cfg, device.type)
     if device.type != "cuda":
         bf16 = train.amp and cpu_has_native_bf16()
-        wide = min(cfg.model.level_channels()) >= CPU_CHANNELS_LAST_MIN_WIDTH
-        return Precision(device, torch.bfloat16 if bf16 else None, False, train.channels_last and wide)
+        return Precision(device, torch.bfloat16 if bf16 else None, False, layout)
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     if not train.amp:
-        return Precision(device, None, False, train.channels_last)
+        return Precision(device, None, False, layout)
     if torch.cuda.is_bf16_supported():
-        return Precision(device, torch.bfloat16, False, train.channels_last)
-    return Precision(device, torch.float16, True, train.channels_last)
-
+        return Precision(device, torch.bfloat16, False, layout)
+    return Precision(device, torch.float16, True, layout)
 
 
 # --- model and compile cache across trials ----------------------------------------------------------

@@ -30,12 +30,13 @@ from search.plan.epoch_time import EPOCH_FIXED_S, EpochTimeModel, Probe, gflops_
 from seg.batch_augment import BatchAugment
 from seg.config import Config, TransformConfig
 from seg.data import IGNORE_INDEX
+from seg.loaders import trained_samples
 from seg.losses import build_loss
 from seg.memory import GiB, estimate_training_memory, memory_limit, release_device_memory
 from seg.metrics import ConfusionMatrix
 from seg.model import build_unet, forward_flops
 from seg.optim import build_optimizer
-from seg.runtime import precision_for, resolve_device
+from seg.runtime import precision_for, resolve_device, uses_channels_last
 from seg.train import train_step
 from seg.transforms import Normalize
 
@@ -86,6 +87,7 @@ class StepCost:
         self.spec = spec
         self.timed_s = probe_seconds(budget_s)
         self.measured: dict[Any, tuple[float, float]] = {}  # (model, batch, hw, loss) -> (train s/sample, eval s/Mpx)
+        self.layouts: dict[Any, bool] = {}  # model -> whether its probe ran channels_last
 
     @property
     def how(self) -> str:
@@ -95,6 +97,7 @@ class StepCost:
 
     def _costs(self, cfg: Config, hw: tuple[int, int]) -> tuple[float, float]:
         key = (cfg.model, cfg.train.batch_size, hw, cfg.train.loss)
+        self.layouts[cfg.model] = uses_channels_last(cfg, self.spec.kind)
         if key not in self.measured:
             if self.spec.present:
                 self.measured[key] = _measure(cfg, hw, resolve_device(self.spec.kind), self.timed_s)
@@ -124,11 +127,12 @@ class StepCost:
 
     def time_model(self) -> EpochTimeModel:
         """The probes fitted as a model of any configuration's epoch (see `search.plan.epoch_time`)."""
-        train, evals = [], []
+        train, evals, layouts = [], [], []
         for (m, _, hw, _), (s, e) in self.measured.items():
             train.append(Probe(model_gflops(m, *hw), hw[0] * hw[1] / 1e6, s))
             evals.append(Probe(gflops_per_mpixel(m), 1.0, e))
-        return EpochTimeModel.fit(self.spec.kind, train, evals)
+            layouts.append(self.layouts[m])
+        return EpochTimeModel.fit(self.spec.kind, train, evals, layouts)
 
 
 def _probe_transforms(hw: tuple[int, int]) -> TransformConfig:
@@ -212,9 +216,9 @@ def _sync(device: torch.device) -> None:
 
 
 def epoch_seconds(cost: StepCost, cfg: Config, input_hw: tuple[int, int], samples: int, val_pixels: float) -> float:
-    """One epoch as `fit` runs it: `samples` training samples at `input_hw` (data path, step, loss), then
-    validation of `val_pixels` pixels in all (whole images padded per batch, or tiles), then the epoch's
-    fixed cost."""
-    train = cost.seconds_per_image(cfg, input_hw) * samples
+    """One epoch as `fit` runs it: the whole batches of `samples` training samples at `input_hw` (data
+    path, step, loss), then validation of `val_pixels` pixels in all (whole images padded per batch, or
+    tiles), then the epoch's fixed cost."""
+    train = cost.seconds_per_image(cfg, input_hw) * trained_samples(samples, cfg.train.batch_size)
     val = cost.eval_seconds_per_mpixel(cfg, input_hw) * val_pixels / 1e6
     return train + val + EPOCH_FIXED_S

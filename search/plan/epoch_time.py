@@ -10,8 +10,17 @@ fits them as
     eval seconds per megapixel = c * forward GFLOPs per megapixel + d
 
 (least squares, non-negative), so a configuration that was never probed, such as the one a trial
-samples, is costed from its own FLOPs. The fitted model is plain data: it is kept in the plan's
-fingerprint (`time_model`), and each trial logs its prediction beside its measured epoch seconds.
+samples, is costed from its own FLOPs. Configurations that run channels_last (`seg.runtime.
+uses_channels_last`: on a CPU, every level 16 channels or wider) get their own four coefficients when
+the probes cover both layouts: in bf16 on a 2-core AMX Xeon a channels_last UNet spent 11-15 ms of a
+training step per forward GFLOP of the ISBI membranes' 512 px crops, the narrower ones 20-37 ms, so
+one line through both over-predicted the wide configurations (a depth-7, base-16 trial: 8.75 s
+predicted, 5.81 s measured) and under-predicted base width 12
+(benchmarks/results/2026-12-05-cpu/time-model-bf16/). Training counts the samples an epoch really
+runs: whole batches, the remainder dropped (`seg.loaders.trained_samples`).
+
+The fitted model is plain data: it is kept in the plan's fingerprint (`time_model`), and each trial
+logs its prediction beside its measured epoch seconds.
 Validation counts the pixels really run through the model: whole images padded per batch, or the
 tiles of `seg.sliding.validation_pixels` when that module exists.
 """
@@ -25,7 +34,9 @@ from functools import lru_cache
 from typing import Any
 
 from seg.config import Config, ModelConfig
+from seg.loaders import trained_samples
 from seg.model import forward_flops
+from seg.runtime import uses_channels_last
 
 # Per epoch on top of the passes (switching to eval and back, the confusion matrix, the schedule): about
 # 0.1-0.2 s measured on a busy 2-core CPU with 12 training images (negligible on real datasets).
@@ -76,56 +87,101 @@ def gflops_per_mpixel(model: ModelConfig) -> float:
 
 
 @dataclass(frozen=True)
-class EpochTimeModel:
-    """Fitted seconds of an epoch on one device; plain data (`to_dict` / `from_dict`)."""
+class Coefficients:
+    """The four fitted seconds of one memory layout."""
 
-    device: str
     train_s_per_gflop: float  # a: training step + data path, per forward GFLOP of a sample
     train_s_per_mpixel: float  # b: what does not grow with the width: augmentations, loss, normalisation
     eval_s_per_gflop: float  # c: validation forward, per GFLOP
     eval_s_per_mpixel: float  # d: validation loss, argmax and confusion matrix, per megapixel
-    epoch_fixed_s: float = EPOCH_FIXED_S
 
     @classmethod
-    def fit(cls, device: str, train: Sequence[Probe], evals: Sequence[Probe]) -> EpochTimeModel:
-        a, b = fit_two(train)
-        c, d = fit_two(evals)
-        return cls(device, a, b, c, d)
+    def fit(cls, train: Sequence[Probe], evals: Sequence[Probe]) -> Coefficients:
+        return cls(*fit_two(train), *fit_two(evals))
 
-    def train_seconds(self, model: ModelConfig, hw: tuple[int, int], samples: int) -> float:
-        per_sample = self.train_s_per_gflop * model_gflops(model, *hw) + self.train_s_per_mpixel * hw[0] * hw[1] / 1e6
+
+@dataclass(frozen=True)
+class EpochTimeModel:
+    """Fitted seconds of an epoch on one device; plain data (`to_dict` / `from_dict`). The four flat
+    coefficients cost configurations in the default layout (and every configuration when
+    `channels_last` is None); `channels_last` those that run channels_last."""
+
+    device: str
+    train_s_per_gflop: float
+    train_s_per_mpixel: float
+    eval_s_per_gflop: float
+    eval_s_per_mpixel: float
+    epoch_fixed_s: float = EPOCH_FIXED_S
+    channels_last: Coefficients | None = None
+
+    @classmethod
+    def fit(cls, device: str, train: Sequence[Probe], evals: Sequence[Probe],
+            layouts: Sequence[bool] | None = None) -> EpochTimeModel:
+        """`layouts[i]`: whether probe i ran channels_last. With probes of both layouts each gets its own
+        coefficients; with one layout only, one set serves every configuration."""
+        layouts = list(layouts) if layouts is not None else [False] * len(train)
+        if all(layouts) or not any(layouts):
+            return cls(device, *asdict(Coefficients.fit(train, evals)).values())
+
+        def of(flag: bool) -> Coefficients:
+            keep = [i for i, cl in enumerate(layouts) if cl == flag]
+            return Coefficients.fit([train[i] for i in keep], [evals[i] for i in keep])
+
+        return cls(device, *asdict(of(False)).values(), channels_last=of(True))
+
+    def coefficients(self, cfg: Config) -> Coefficients:
+        """The coefficients of `cfg`'s memory layout on this device."""
+        if self.channels_last is not None and uses_channels_last(cfg, self.device):
+            return self.channels_last
+        return Coefficients(self.train_s_per_gflop, self.train_s_per_mpixel, self.eval_s_per_gflop,
+                            self.eval_s_per_mpixel)
+
+    def train_seconds(self, cfg: Config, hw: tuple[int, int], samples: int) -> float:
+        """`samples`: those the epoch runs through the model (`seg.loaders.trained_samples`)."""
+        k = self.coefficients(cfg)
+        per_sample = k.train_s_per_gflop * model_gflops(cfg.model, *hw) + k.train_s_per_mpixel * hw[0] * hw[1] / 1e6
         return samples * per_sample
 
-    def eval_seconds(self, model: ModelConfig, pixels: float) -> float:
+    def eval_seconds(self, cfg: Config, pixels: float) -> float:
         """Validation of `pixels` in all (as the model sees them: padded, or in tiles)."""
-        return (self.eval_s_per_gflop * gflops_per_mpixel(model) + self.eval_s_per_mpixel) * pixels / 1e6
+        k = self.coefficients(cfg)
+        return (k.eval_s_per_gflop * gflops_per_mpixel(cfg.model) + k.eval_s_per_mpixel) * pixels / 1e6
 
-    def epoch_seconds(self, model: ModelConfig, hw: tuple[int, int], samples: int, val_pixels: float) -> float:
-        return self.train_seconds(model, hw, samples) + self.eval_seconds(model, val_pixels) + self.epoch_fixed_s
+    def epoch_seconds(self, cfg: Config, hw: tuple[int, int], samples: int, val_pixels: float) -> float:
+        return self.train_seconds(cfg, hw, samples) + self.eval_seconds(cfg, val_pixels) + self.epoch_fixed_s
 
     def predict(self, cfg: Config, train_sizes: Sequence[tuple[int, int]],
                 val_sizes: Sequence[tuple[int, int]]) -> float:
         """Seconds of one epoch of `cfg` on a dataset of these (H, W) sizes, as decoded (after data.scale)."""
         hw, samples = training_shape(cfg, train_sizes)
-        return self.epoch_seconds(cfg.model, hw, samples, validated_pixels(cfg, val_sizes))
+        return self.epoch_seconds(cfg, hw, samples, validated_pixels(cfg, val_sizes))
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (round(v, 9) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        def rounded(d: dict[str, Any]) -> dict[str, Any]:
+            return {k: (round(v, 9) if isinstance(v, float) else v) for k, v in d.items()}
+
+        out = rounded({k: v for k, v in asdict(self).items() if k != "channels_last"})
+        if self.channels_last is not None:  # TOML has no null: left out when there is none
+            out["channels_last"] = rounded(asdict(self.channels_last))
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochTimeModel:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "channels_last"}
+        layout = data.get("channels_last")
+        return cls(**fields, channels_last=Coefficients(**layout) if layout else None)
 
 
 def training_shape(cfg: Config, train_sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], int]:
-    """((H, W) of one training sample, samples an epoch) under `cfg.transforms`."""
-    tf = cfg.transforms
+    """((H, W) of one training sample, samples an epoch runs) under `cfg.transforms` and its batch size."""
+    tf, batch = cfg.transforms, cfg.train.batch_size
     if tf.crop_mode in ("random", "five"):
-        return (tf.crop_size, tf.crop_size), len(train_sizes) * (5 if tf.crop_mode == "five" else 1)
+        samples = len(train_sizes) * (5 if tf.crop_mode == "five" else 1)
+        return (tf.crop_size, tf.crop_size), trained_samples(samples, batch)
     if tf.resize is not None:
-        return tuple(tf.resize), len(train_sizes)
+        return tuple(tf.resize), trained_samples(len(train_sizes), batch)
     # Whole images, padded per batch: about the largest image (a cautious figure).
-    return (max(h for h, _ in train_sizes), max(w for _, w in train_sizes)), len(train_sizes)
+    return (max(h for h, _ in train_sizes), max(w for _, w in train_sizes)), trained_samples(len(train_sizes), batch)
 
 
 def validated_pixels(cfg: Config, val_sizes: Sequence[tuple[int, int]]) -> float:

@@ -29,6 +29,8 @@ from search.plan.geometry import plan_geometry
 from search.plan.loss import plan_loss
 from search.plan.ram import GB, plan_ram
 from search.plan.survey import Survey, survey_dataset
+from seg.loaders import trained_samples
+from seg.runtime import uses_channels_last
 
 DEFAULT_HOURS = 1.0
 
@@ -119,18 +121,20 @@ def _typical_epoch(cap: Capacity, cost: StepCost, sizing: Sizing, device: str) -
     low, high = cap.geometry.depth_range
     batch = cap.batch_choices[0]
     geo = cap.geometry
-    # The two ends are probed, so the model has the smallest and the largest configuration measured.
-    ends = [probe_config(sizing, low, cap.base_choices[0], cap.max_choices[0], batch, device),
-            probe_config(sizing, high, cap.base_choices[-1], cap.max_choices[-1], batch, device)]
-    for cfg in ends:
-        cost.seconds_per_image(cfg, geo.input_hw)
-    model = cost.time_model()
-    val_pixels = val_pixels_of(geo, ends[0])
-    grid = [model.epoch_seconds(probe_config(sizing, d, b, max(c, b), batch, device).model, geo.input_hw,
-                                samples_of(geo), val_pixels)
+    grid = [probe_config(sizing, d, b, max(c, b), batch, device)
             for d in range(low, high + 1) for b in cap.base_choices for c in cap.max_choices]
-    mean = sum(grid) / len(grid)
-    small, large = min(grid), max(grid)
+    # The smallest and the largest configuration of each memory layout in the space are probed, so
+    # the model has both ends of each measured (grid order: depth, then width, then cap).
+    for layout in (False, True):
+        same = [cfg for cfg in grid if uses_channels_last(cfg, device) == layout]
+        for cfg in same[:1] + same[-1:]:
+            cost.seconds_per_image(cfg, geo.input_hw)
+    model = cost.time_model()
+    val_pixels = val_pixels_of(geo, grid[0])
+    samples = trained_samples(samples_of(geo), batch)
+    seconds = [model.epoch_seconds(cfg, geo.input_hw, samples, val_pixels) for cfg in grid]
+    mean = sum(seconds) / len(seconds)
+    small, large = min(seconds), max(seconds)
     return model, mean, (f"{mean:.1f} s an epoch on average over the space (smallest config {small:.1f}, largest "
                          f"{large:.1f}; training with the data path and loss, and validation of "
                          f"{val_pixels / 1e6:.2g} Mpx), {cost.how}")

@@ -1,0 +1,111 @@
+"""The plan's time model (`search.plan.epoch_time`): an epoch trains whole batches only (the loaders
+drop the remainder), and configurations that run channels_last get their own coefficients, so one
+fitted line no longer averages two layouts of different speed (issue 24, the ISBI membranes in bf16)."""
+
+from __future__ import annotations
+
+from dataclasses import astuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomllib
+
+from search.plan import device_probe
+from search.plan.capacity import Sizing, probe_config
+from search.plan.epoch_time import EpochTimeModel, Probe, training_shape
+from search.plan.plan_toml import toml_value
+from search.plan.planner import PlanRequest, make_plan
+from search.plan.survey import Survey
+from seg.config import Config
+from seg.loaders import build_loaders, drops_last, resolve_dataset, trained_samples
+from seg.model import forward_flops
+from seg.runtime import uses_channels_last
+from tests.plankit import labelled_folder
+
+CL_SPEEDUP = 2.0  # the fake CPU below runs channels_last configurations twice as fast per FLOP
+
+
+@pytest.mark.parametrize(("samples", "batch", "trained"), [(19, 8, 16), (16, 8, 16), (8, 8, 8), (5, 8, 5), (9, 2, 8)])
+def test_an_epoch_trains_whole_batches_only(samples: int, batch: int, trained: int) -> None:
+    assert trained_samples(samples, batch) == trained
+    assert drops_last(samples, batch) == (samples > batch)
+
+
+def test_the_loader_trains_as_many_samples_as_the_time_model_counts(tmp_path: Path) -> None:
+    labels = [np.arange(40 * 48).reshape(40, 48) % 3 for _ in range(13)]
+    root = labelled_folder(tmp_path / "eleven", labels, n_val=2)
+    cfg = Config.from_dict({"data": {"root": str(root), "num_classes": 3}, "model": {"num_classes": 3},
+                            "transforms": {"crop_mode": "random", "crop_size": 32},
+                            "train": {"batch_size": 4, "device": "cpu"}})
+    train, _ = build_loaders(cfg, resolve_dataset(cfg.data))
+    seen = sum(images.shape[0] for images, _ in train)
+    sizes = [(40, 48)] * 11
+    assert seen == training_shape(cfg, sizes)[1] == trained_samples(11, 4) == 8
+
+
+def _cfg(depth: int, base: int, channels_last: bool = True) -> Config:
+    return Config.from_dict({"model": {"num_classes": 2, "depth": depth, "base_channels": base, "max_channels": 256},
+                             "data": {"num_classes": 2},
+                             "transforms": {"crop_mode": "random", "crop_size": 64},
+                             "train": {"batch_size": 4, "device": "cpu", "channels_last": channels_last}})
+
+
+def test_each_memory_layout_gets_its_own_coefficients_and_survives_toml() -> None:
+    # Default layout: 0.02 s/GFLOP + 0.5 s/Mpx; channels_last: 0.01 s/GFLOP + 0.2 s/Mpx.
+    points = [(1.0, 0.01), (4.0, 0.01), (2.0, 0.04)]
+    train = [Probe(g, p, 0.02 * g + 0.5 * p) for g, p in points] + [Probe(g, p, 0.01 * g + 0.2 * p) for g, p in points]
+    evals = [Probe(g, 1.0, 0.001 * g + 0.3) for g, _ in points] + [Probe(g, 1.0, 0.0005 * g + 0.1) for g, _ in points]
+    model = EpochTimeModel.fit("cpu", train, evals, [False] * 3 + [True] * 3)
+    assert (model.train_s_per_gflop, model.train_s_per_mpixel) == pytest.approx((0.02, 0.5))
+    assert astuple(model.channels_last) == pytest.approx((0.01, 0.2, 0.0005, 0.1))
+    wide, narrow = _cfg(4, 16), _cfg(4, 8)
+    assert uses_channels_last(wide, "cpu") and not uses_channels_last(narrow, "cpu")
+    assert model.coefficients(wide) is model.channels_last
+    assert model.coefficients(narrow).train_s_per_gflop == pytest.approx(0.02)
+    assert model.coefficients(_cfg(4, 16, channels_last=False)).train_s_per_gflop == pytest.approx(0.02)
+    # Plain data: the plan writes it as a TOML inline table and reads it back.
+    stored = tomllib.loads(f"time_model = {toml_value(model.to_dict())}")["time_model"]
+    assert EpochTimeModel.from_dict(stored) == EpochTimeModel.from_dict(model.to_dict())
+    assert EpochTimeModel.from_dict(stored).predict(wide, [(64, 64)] * 9, [(64, 64)]) == pytest.approx(
+        model.predict(wide, [(64, 64)] * 9, [(64, 64)]), rel=1e-6)
+    # Probes of one layout only: one set, no channels_last entry (and plans stored before still load).
+    single = EpochTimeModel.fit("cpu", train[:3], evals[:3], [True] * 3)
+    assert single.channels_last is None and "channels_last" not in single.to_dict()
+    assert EpochTimeModel.from_dict(single.to_dict()).to_dict() == single.to_dict()
+
+
+def _two_speed_cpu(cfg, hw, device, timed_s=None):
+    """A CPU whose step costs 1 ns per forward FLOP, or half that channels_last: deterministic."""
+    seconds = forward_flops(cfg.model, *hw) * 1e-9 / (CL_SPEEDUP if uses_channels_last(cfg, "cpu") else 1.0)
+    return seconds, seconds / (hw[0] * hw[1] / 1e6)
+
+
+def test_the_plan_probes_both_layouts_and_predicts_each_configuration_of_its_space(tmp_path, monkeypatch):
+    monkeypatch.setattr(device_probe, "_measure", _two_speed_cpu)
+    root = tmp_path / "photos"
+    pixels = [0] * 256
+    pixels[:3] = [6_000_000, 3_000_000, 1_000_000]
+    survey = Survey(source=str(root), root=root, val_fraction=None, train_sizes=((256, 320),) * 19,
+                    val_sizes=((256, 320),) * 4, train_files=tuple(f"{root}/{i}.png" for i in range(19)),
+                    train_pixels=tuple(pixels), val_values=frozenset(range(3)))
+    plan = make_plan(PlanRequest(data=str(root), device="cpu", hours=4), survey=survey)
+    bases = plan.choices("space.model", "base_channels")
+    assert min(bases) < 16 <= max(bases)  # both layouts are in the space
+    model = EpochTimeModel.from_dict(plan.fingerprint["time_model"])
+    assert model.channels_last is not None
+    depth = plan.value("space.model", "depth")
+    crop = plan.value("space.transforms", "crop_size")
+    batch = plan.value("space.train", "batch_size")
+    batch = batch if isinstance(batch, int) else batch["choices"][0]
+    hw, samples = (crop, crop), trained_samples(19, batch)
+    for d in range(depth["low"], depth["high"] + 1):
+        for base in bases:
+            cfg = probe_config(plan_sizing(plan), d, base, 256, batch, "cpu")
+            truth_train = _two_speed_cpu(cfg, hw, None)[0] * samples
+            assert model.train_seconds(cfg, hw, samples) == pytest.approx(truth_train, rel=0.02), (d, base)
+
+
+def plan_sizing(plan) -> Sizing:
+    """The planner's sizing of a plan (the class count and loss are all `probe_config` reads)."""
+    return Sizing(plan.value("data", "num_classes"), 19, 4, "ce")
