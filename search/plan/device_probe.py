@@ -97,8 +97,8 @@ class StepCost:
 
     def _costs(self, cfg: Config, hw: tuple[int, int]) -> tuple[float, float]:
         key = (cfg.model, cfg.train.batch_size, hw, cfg.train.loss)
-        self.layouts[cfg.model] = uses_channels_last(cfg, self.spec.kind)
         if key not in self.measured:
+            self.layouts[cfg.model] = uses_channels_last(cfg, self.spec.kind)
             if self.spec.present:
                 self.measured[key] = _measure(cfg, hw, resolve_device(self.spec.kind), self.timed_s)
             else:

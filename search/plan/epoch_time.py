@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -121,13 +121,13 @@ class EpochTimeModel:
         coefficients; with one layout only, one set serves every configuration."""
         layouts = list(layouts) if layouts is not None else [False] * len(train)
         if all(layouts) or not any(layouts):
-            return cls(device, *asdict(Coefficients.fit(train, evals)).values())
+            return cls(device, *astuple(Coefficients.fit(train, evals)))
 
         def of(flag: bool) -> Coefficients:
             keep = [i for i, cl in enumerate(layouts) if cl == flag]
             return Coefficients.fit([train[i] for i in keep], [evals[i] for i in keep])
 
-        return cls(device, *asdict(of(False)).values(), channels_last=of(True))
+        return cls(device, *astuple(of(False)), channels_last=of(True))
 
     def coefficients(self, cfg: Config) -> Coefficients:
         """The coefficients of `cfg`'s memory layout on this device."""
