@@ -118,21 +118,31 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def forward_flops(cfg: ModelConfig, height: int, width: int) -> float:
-    """Multiply-adds x 2 of one forward pass at (height, width), counted from the conv layers."""
+def forward_flops(cfg: ModelConfig, height: int, width: int, channel_block: int = 1) -> float:
+    """Multiply-adds x 2 of one forward pass at (height, width), counted from the conv layers.
+
+    `channel_block` > 1 counts each layer's channels rounded up to a multiple of it (the image's input
+    channels and the classes of the head excepted): what kernels that work in blocks of channels run."""
     with torch.device("meta"):  # shapes only: no memory, no compute
         model = UNet(cfg)
     total = 0.0
+    fixed = {id(model.encoders[0][0]): "in", id(model.head): "out"}  # the image's channels, the classes
+
+    def blocked(channels: int) -> int:
+        return -(-channels // channel_block) * channel_block
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal total
+        k = math.prod(module.kernel_size)
+        c_in = module.in_channels if fixed.get(id(module)) == "in" else blocked(module.in_channels)
+        c_out = module.out_channels if fixed.get(id(module)) == "out" else blocked(module.out_channels)
+        pixels_in = inputs[0].numel() / module.in_channels  # (B, C, H, W): B * H * W
+        pixels_out = output.numel() / module.out_channels
         if isinstance(module, nn.ConvTranspose2d):
             # Each input pixel touches k*k*out outputs.
-            k = math.prod(module.kernel_size)
-            total += 2.0 * inputs[0].numel() * module.out_channels * k / module.groups
+            total += 2.0 * pixels_in * c_in * c_out * k / module.groups
         else:
-            k = math.prod(module.kernel_size)
-            total += 2.0 * output.numel() * (module.in_channels // module.groups) * k
+            total += 2.0 * pixels_out * c_out * (c_in // module.groups) * k
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     model.eval()  # batch of one: BatchNorm in train mode would refuse a 1x1 bottleneck

@@ -12,8 +12,8 @@ import pytest
 import tomllib
 
 from search.plan import device_probe
-from search.plan.capacity import Sizing, probe_config
-from search.plan.epoch_time import EpochTimeModel, Probe, training_shape
+from search.plan.capacity import Sizing, _base_choices, probe_config
+from search.plan.epoch_time import CPU_CHANNEL_BLOCK, EpochTimeModel, Probe, model_gflops, training_shape
 from search.plan.plan_toml import toml_value
 from search.plan.planner import PlanRequest, make_plan
 from search.plan.survey import Survey
@@ -109,3 +109,25 @@ def test_the_plan_probes_both_layouts_and_predicts_each_configuration_of_its_spa
 def plan_sizing(plan) -> Sizing:
     """The planner's sizing of a plan (the class count and loss are all `probe_config` reads)."""
     return Sizing(plan.value("data", "num_classes"), 19, 4, "ce")
+
+
+@pytest.mark.parametrize(("device", "base", "block"),
+                         [("cpu", 24, 16), ("cpu", 32, 16), ("cpu", 12, 1), ("cuda", 24, 1)])
+def test_a_cpu_channels_last_configuration_is_costed_in_whole_channel_blocks(device, base, block) -> None:
+    # Base 24 trained slower than base 32 in bf16 on an AMX CPU (BatchNorm's backward over 24 channels):
+    # on a CPU its FLOPs count as if each level were rounded up to 16 channels; on CUDA, and for a
+    # base-12 UNet (not channels_last on a CPU), as they are.
+    model = EpochTimeModel(device, 1.0, 0.0, 1.0, 0.0, epoch_fixed_s=0.0)
+    cfg = _cfg(3, base)
+    assert model.channel_block(cfg) == block and CPU_CHANNEL_BLOCK == 16
+    assert model.train_seconds(cfg, (64, 64), 1) == pytest.approx(model_gflops(cfg.model, 64, 64, block))
+    assert (model.train_seconds(cfg, (64, 64), 1) > model_gflops(cfg.model, 64, 64)) == (block > 1 and base % 16 > 0)
+
+
+@pytest.mark.parametrize(("top", "floor", "device", "bases"), [
+    (32, 8, "cpu", (16, 32)), (32, 16, "cuda", (16, 24, 32)), (16, 8, "cpu", (8, 12, 16)),
+    (64, 8, "cpu", (32, 48, 64)), (8, 8, "cpu", (8,))])
+def test_a_cpu_plan_offers_no_channels_last_width_off_the_channel_blocks(top, floor, device, bases) -> None:
+    offered, why = _base_choices(top, floor, device)
+    assert offered == bases
+    assert ("not 24" in why) == (device == "cpu" and top == 32)

@@ -270,3 +270,27 @@ def test_checkpoint_round_trip_weights_only(tmp_path, upsample):
     assert not loaded.training
     with torch.no_grad():
         assert torch.equal(loaded(x), expected)
+
+
+@pytest.mark.parametrize(("base", "blocked_like"), [(16, 16), (32, 32), (24, None), (20, None)])
+def test_flops_in_channel_blocks_round_each_level_up(base, blocked_like):
+    # 3 input channels and 3 classes are never rounded: an aligned UNet counts the same in blocks of 16.
+    cfg = tiny(depth=3, base_channels=base, max_channels=256)
+    plain, blocked = forward_flops(cfg, 32, 32), forward_flops(cfg, 32, 32, channel_block=16)
+    if blocked_like is not None:
+        assert blocked == plain
+    else:  # base 24 (24, 48, 96) counts as (32, 48, 96); base 20 (20, 40, 80) as (32, 48, 80)
+        assert plain < blocked < forward_flops(tiny(depth=3, base_channels=32, max_channels=256), 32, 32)
+    if base == 24:
+        chs, concat = [32, 48, 96], [48, 96]  # the skip concatenation 24 + 24 = 48 is a whole block already
+        # Encoder convs and transposed convs at blocked widths: 3 -> 32 -> 32, 32 -> 48 -> 48, ...
+        expected = 0.0
+        in_ch = 3
+        for i, c in enumerate(chs):
+            expected += 2 * (32 >> i) ** 2 * 9 * (in_ch * c + c * c)
+            in_ch = c
+        for i in range(len(chs) - 2, -1, -1):
+            px = (32 >> i) ** 2
+            expected += 2 * px * chs[i + 1] * chs[i] + 2 * px * 9 * (concat[i] * chs[i] + chs[i] * chs[i])
+        expected += 2 * 32 * 32 * chs[0] * cfg.num_classes
+        assert blocked == pytest.approx(expected, rel=1e-9)

@@ -17,8 +17,9 @@ with Adam (the most optimizer state) and transposed convolutions (the most weigh
   traded. Scaling stops before the images would be too small to crop (median short side under 64 px);
   then the crop steps down the crop ladder at that scale; a width below the floor is never planned.
 
-The space then offers up to three base widths (the top one, 3/4 and 1/2 of it, none below the floor),
-two caps, and two or three batch sizes.
+The space then offers up to three base widths (the top one, 3/4 and 1/2 of it, none below the floor,
+and on a CPU none that runs channels_last unless a multiple of 16: base 24 trains slower there than
+base 32), two caps, and two or three batch sizes.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from dataclasses import dataclass, replace
 
 from search.plan.decisions import Decision, PlanError
 from search.plan.device_probe import DeviceSpec, StepCost, epoch_seconds
-from search.plan.epoch_time import validated_pixels
+from search.plan.epoch_time import CPU_CHANNEL_BLOCK, validated_pixels
 from search.plan.geometry import CROP_LADDER, Geometry, plan_geometry
 from search.plan.survey import Survey
 from seg.config import Config
 from seg.memory import GiB
+from seg.runtime import CPU_CHANNELS_LAST_MIN_WIDTH
 
 BASE_LADDER = (4, 8, 16, 32, 64)
 WIDTH_FLOOR = {"cpu": 8, "cuda": 16}  # never plan a base width below this
@@ -210,13 +212,13 @@ def _why_smaller(geo: Geometry, crop: int, spec: DeviceSpec) -> str:
 
 def _capacity(geo: Geometry, depth: int, top: int, batches: list[int], fit: str, spec: DeviceSpec,
               floor: int) -> Capacity:
-    bases = tuple(sorted({max(floor, top // 2), max(floor, top * 3 // 4), top}))
+    bases, dropped = _base_choices(top, floor, spec.kind)
     widest = top_width(top, depth)
     caps = tuple(sorted({c for c in (widest // 2, widest) if c >= bases[-1]}))
     batch_choices = tuple(batches[-3:] if spec.kind == "cuda" else batches[-2:])
     decisions = (
         Decision("space.model", "base_channels", _dim(bases), f"level i has min(max, base * 2**i) channels; never "
-                                                              f"below {floor} on {spec.kind}; {fit}"),
+                                                              f"below {floor} on {spec.kind}; {fit}{dropped}"),
         Decision("space.model", "max_channels", _dim(caps), f"the widest level of depth {depth} from base {top}, "
                                                             "and half of it"),
         Decision("space.train", "batch_size", _dim(batch_choices),
@@ -224,6 +226,19 @@ def _capacity(geo: Geometry, depth: int, top: int, batches: list[int], fit: str,
                  else "on a CPU the time per image barely depends on the batch; >= 2 steps an epoch"),
     )
     return Capacity(geo, bases, caps, batch_choices, decisions)
+
+
+def _base_choices(top: int, floor: int, kind: str) -> tuple[tuple[int, ...], str]:
+    """The top base width, 3/4 and 1/2 of it (none below the floor), and the why of any left out: on a
+    CPU a width that runs channels_last but is not a multiple of CPU_CHANNEL_BLOCK costs more than the
+    next multiple (base 24 more than base 32, `search.plan.epoch_time`), so it is not offered."""
+    bases = sorted({max(floor, top // 2), max(floor, top * 3 // 4), top})
+    if kind != "cpu":
+        return tuple(bases), ""
+    slow = [b for b in bases if b >= CPU_CHANNELS_LAST_MIN_WIDTH and b % CPU_CHANNEL_BLOCK]
+    why = (f"; not {', '.join(map(str, slow))}: on a CPU a channels_last width that is not a multiple of "
+           f"{CPU_CHANNEL_BLOCK} trains slower than the next multiple") if slow else ""
+    return tuple(b for b in bases if b not in slow), why
 
 
 def _dim(values: tuple[int, ...]) -> int | dict[str, list[int]]:

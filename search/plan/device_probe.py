@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from search.plan.decisions import PlanError
-from search.plan.epoch_time import EPOCH_FIXED_S, EpochTimeModel, Probe, gflops_per_mpixel, model_gflops
+from search.plan.epoch_time import EPOCH_FIXED_S, EpochTimeModel, Probe, channel_block, gflops_per_mpixel, model_gflops
 from seg.batch_augment import BatchAugment
 from seg.config import Config, TransformConfig
 from seg.data import IGNORE_INDEX
@@ -129,8 +129,9 @@ class StepCost:
         """The probes fitted as a model of any configuration's epoch (see `search.plan.epoch_time`)."""
         train, evals, layouts = [], [], []
         for (m, _, hw, _), (s, e) in self.measured.items():
-            train.append(Probe(model_gflops(m, *hw), hw[0] * hw[1] / 1e6, s))
-            evals.append(Probe(gflops_per_mpixel(m), 1.0, e))
+            block = channel_block(self.spec.kind, self.layouts[m])
+            train.append(Probe(model_gflops(m, *hw, block), hw[0] * hw[1] / 1e6, s))
+            evals.append(Probe(gflops_per_mpixel(m, block), 1.0, e))
             layouts.append(self.layouts[m])
         return EpochTimeModel.fit(self.spec.kind, train, evals, layouts)
 

@@ -16,8 +16,10 @@ the probes cover both layouts: in bf16 on a 2-core AMX Xeon a channels_last UNet
 training step per forward GFLOP of the ISBI membranes' 512 px crops, the narrower ones 20-37 ms, so
 one line through both over-predicted the wide configurations (a depth-7, base-16 trial: 8.75 s
 predicted, 5.81 s measured) and under-predicted base width 12
-(benchmarks/results/2026-12-05-cpu/time-model-bf16/). Training counts the samples an epoch really
-runs: whole batches, the remainder dropped (`seg.loaders.trained_samples`).
+(benchmarks/results/2026-12-05-cpu/time-model-bf16/). On a CPU a channels_last configuration's FLOPs
+are counted with each layer's channels rounded up to a multiple of 16 (CPU_CHANNEL_BLOCK: base 24
+trained slower than base 32 there). Training counts the samples an epoch really runs: whole batches,
+the remainder dropped (`seg.loaders.trained_samples`).
 
 The fitted model is plain data: it is kept in the plan's fingerprint (`time_model`), and each trial
 logs its prediction beside its measured epoch seconds.
@@ -42,6 +44,12 @@ from seg.runtime import uses_channels_last
 # 0.1-0.2 s measured on a busy 2-core CPU with 12 training images (negligible on real datasets).
 EPOCH_FIXED_S = 0.15
 REF_SIDE = 256  # the side FLOPs per pixel are counted at (deep enough for depth 8: 256 / 2**7 = 2 px)
+# A channels_last layer on a CPU costs at least what it would with its channels rounded up to a
+# multiple of 16. Training ms a sample, bf16 on a 2-core AMX Xeon, depth 2 at 96 px: base 16, 5.3;
+# 20, 11.4; 24, 10.1; 28, 12.0; 32, 9.3 (fp32: 7.8, 16.0, 18.3, -, 21.2); the profiler put most of the
+# difference in BatchNorm's backward, 2.2x as long at base 24 as at 32
+# (benchmarks/results/2026-12-05-cpu/time-model-channel-blocks/).
+CPU_CHANNEL_BLOCK = 16
 
 
 @dataclass(frozen=True)
@@ -76,14 +84,20 @@ def fit_two(points: Sequence[Probe]) -> tuple[float, float]:
 
 
 @lru_cache(maxsize=512)
-def model_gflops(model: ModelConfig, height: int, width: int) -> float:
-    """Forward GFLOPs of one sample (cached: each count builds the model on the meta device)."""
-    return forward_flops(model, height, width) / 1e9
+def model_gflops(model: ModelConfig, height: int, width: int, channel_block: int = 1) -> float:
+    """Forward GFLOPs of one sample, each layer's channels counted in blocks of `channel_block`
+    (`seg.model.forward_flops`; cached: each count builds the model on the meta device)."""
+    return forward_flops(model, height, width, channel_block) / 1e9
 
 
-def gflops_per_mpixel(model: ModelConfig) -> float:
+def gflops_per_mpixel(model: ModelConfig, channel_block: int = 1) -> float:
     """Forward GFLOPs per megapixel (convolutions cost in proportion to the pixels)."""
-    return model_gflops(model, REF_SIDE, REF_SIDE) / (REF_SIDE * REF_SIDE / 1e6)
+    return model_gflops(model, REF_SIDE, REF_SIDE, channel_block) / (REF_SIDE * REF_SIDE / 1e6)
+
+
+def channel_block(device: str, channels_last: bool) -> int:
+    """The channel multiple a configuration's layers are counted in on this device (see CPU_CHANNEL_BLOCK)."""
+    return CPU_CHANNEL_BLOCK if device == "cpu" and channels_last else 1
 
 
 @dataclass(frozen=True)
@@ -136,16 +150,22 @@ class EpochTimeModel:
         return Coefficients(self.train_s_per_gflop, self.train_s_per_mpixel, self.eval_s_per_gflop,
                             self.eval_s_per_mpixel)
 
+    def channel_block(self, cfg: Config) -> int:
+        """The channel multiple `cfg`'s FLOPs are counted in on this device."""
+        return channel_block(self.device, uses_channels_last(cfg, self.device))
+
     def train_seconds(self, cfg: Config, hw: tuple[int, int], samples: int) -> float:
         """`samples`: those the epoch runs through the model (`seg.loaders.trained_samples`)."""
         k = self.coefficients(cfg)
-        per_sample = k.train_s_per_gflop * model_gflops(cfg.model, *hw) + k.train_s_per_mpixel * hw[0] * hw[1] / 1e6
+        gflops = model_gflops(cfg.model, *hw, self.channel_block(cfg))
+        per_sample = k.train_s_per_gflop * gflops + k.train_s_per_mpixel * hw[0] * hw[1] / 1e6
         return samples * per_sample
 
     def eval_seconds(self, cfg: Config, pixels: float) -> float:
         """Validation of `pixels` in all (as the model sees them: padded, or in tiles)."""
         k = self.coefficients(cfg)
-        return (k.eval_s_per_gflop * gflops_per_mpixel(cfg.model) + k.eval_s_per_mpixel) * pixels / 1e6
+        gflops = gflops_per_mpixel(cfg.model, self.channel_block(cfg))
+        return (k.eval_s_per_gflop * gflops + k.eval_s_per_mpixel) * pixels / 1e6
 
     def epoch_seconds(self, cfg: Config, hw: tuple[int, int], samples: int, val_pixels: float) -> float:
         return self.train_seconds(cfg, hw, samples) + self.eval_seconds(cfg, val_pixels) + self.epoch_fixed_s
