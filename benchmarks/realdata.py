@@ -22,7 +22,9 @@ final model, `--model models:/NAME@champion`, or its best trial when the search 
 final training; the baseline's: `--study NAME`), and the
 trials are read back through Optuna's and MLflow's clients. Written to `--out`: realdata.json,
 realdata.md (test mIoU and per-class IoU of both arms, trials complete/pruned/failed, predicted vs
-measured seconds per epoch), plan.toml, each arm's evaluation.json and the tail of each command's log.
+measured seconds per epoch, and the search-minus-baseline test mIoU with its paired bootstrap interval
+over the test images, `benchmarks.paired_bootstrap`), plan.toml, each arm's evaluation.json and the tail
+of each command's log.
 The JSON is rewritten after every step, so an interrupted run keeps what it measured.
 """
 
@@ -51,6 +53,7 @@ from typing import Any, TextIO
 import tomllib
 
 from benchmarks.machine import machine_info
+from benchmarks.paired_bootstrap import paired_difference
 from benchmarks.realdata_readback import baseline_epoch_seconds, read_final, read_study
 from benchmarks.realdata_report import markdown_report
 from benchmarks.realdata_tiny import write_tiny
@@ -282,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         if "trials" in results["arms"][arm.name]:
             results["arms"][arm.name]["test"] = evaluate(arm, test, args, out)
             write_results(results, out)
+    scored = [(results["arms"][arm.name].get("test") or {}).get("evaluation") for arm in (search, base)]
+    if all(scored):
+        results["test_difference"] = paired_difference(*scored)
     results["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     write_results(results, out)
     print((out / "realdata.md").read_text())

@@ -52,13 +52,21 @@ def epoch_rows(arms: dict[str, Any]) -> list[dict[str, Any]]:
             for name in ARMS for r in arms.get(name, {}).get("trials", [])]
 
 
-def goals(arms: dict[str, Any]) -> list[str]:
+def goals(arms: dict[str, Any], difference: dict[str, Any] | None = None) -> list[str]:
     s, b = _test(arms.get("search", {})), _test(arms.get("baseline", {}))
     lines = []
     if s and b:
         met = s["miou"] >= b["miou"]
         lines.append(f"- Search champion's test mIoU {s['miou']:.4f} vs baseline's {b['miou']:.4f}: "
                      f"goal (search >= baseline) {'met' if met else 'NOT met'}.")
+        if difference:
+            d = difference
+            inside = d["low"] <= 0 <= d["high"]
+            lines.append(f"  Search - baseline {d['difference']:+.4f}, {d['confidence']:.0%} interval "
+                         f"[{d['low']:+.4f}, {d['high']:+.4f}] ({d['method']}, {d['images']} images, "
+                         f"{d['resamples']} resamples): "
+                         + ("the test images cannot tell the two apart." if inside else
+                            "the test images tell them apart."))
     else:
         lines.append("- Search vs baseline on test: not measured (an arm has no test score).")
     tm = arms.get("search", {}).get("time_model")
@@ -138,7 +146,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         lines.append("- search's final training: none (the plan kept no [confirm] share); its best trial is scored")
     if results.get("plan"):
         lines.append("- plan: " + ", ".join(f"{k} {_space(v)}" for k, v in results["plan"].items()))
-    lines += ["", "## Goals", "", *goals(arms), ""]
+    lines += ["", "## Goals", "", *goals(arms, results.get("test_difference")), ""]
     issues = problems(arms, results["minutes"])
     if issues:
         lines += ["## Not measured or failed", "", *issues, ""]

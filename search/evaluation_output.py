@@ -40,7 +40,8 @@ def evaluation_record(folder: FolderScores, class_names: tuple[str, ...], worst:
         "images": len(folder.images),
         "labelled_pixels": int(confusion.sum()),
         "per_image": [{"stem": i.stem, "miou": i.miou, "pixel_accuracy": i.pixel_accuracy,
-                       "labelled_pixels": i.labelled_pixels} for i in folder.images],
+                       "labelled_pixels": i.labelled_pixels, "intersection": list(i.intersection),
+                       "union": list(i.union)} for i in folder.images],
         "worst": [i.stem for i in worst],
         **about,
     }

@@ -25,6 +25,10 @@ class ImageScore:
     miou: float
     pixel_accuracy: float
     labelled_pixels: int  # pixels that are not ignore
+    # Per class: this image's true-positive pixels and its union (label or prediction), so the folder's
+    # IoU over any subset of images is sum(intersection) / sum(union) (e.g. a bootstrap over images).
+    intersection: tuple[int, ...] = ()
+    union: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,10 @@ def score_folder(predict: Predict, split: Split, num_classes: int,
         one = ConfusionMatrix(num_classes)
         one.update(mask, pred.to(mask.device))
         total.mat += one.mat
-        s = one.compute()
-        per_image.append(ImageScore(index, pair.stem, s.miou, s.pixel_accuracy, int(one.mat.sum())))
+        s, tp = one.compute(), one.mat.diagonal()
+        union = one.mat.sum(0) + one.mat.sum(1) - tp  # (K,)
+        per_image.append(ImageScore(index, pair.stem, s.miou, s.pixel_accuracy, int(one.mat.sum()),
+                                    tuple(tp.tolist()), tuple(union.tolist())))
         if on_image is not None:
             on_image(index + 1, len(split))
     return FolderScores(total.compute(), tuple(per_image))

@@ -69,6 +69,9 @@ def test_score_folder_matches_a_matrix_written_by_hand() -> None:
     assert folder.images[0].miou == pytest.approx((1 / 3 + 3 / 4 + 1 / 2) / 3)
     assert folder.images[1].miou == pytest.approx(1.0)
     assert [s.stem for s in folder.worst(5)] == ["a", "b"]
+    # Each image keeps its per-class intersection and union: their sums give the folder's IoU back.
+    assert (folder.images[0].intersection, folder.images[0].union) == ((1, 3, 1, 0), (3, 4, 2, 0))
+    assert (folder.images[1].intersection, folder.images[1].union) == ((1, 2, 1, 0), (1, 2, 1, 0))
 
 
 def write_png(path: Path, array: np.ndarray) -> None:
