@@ -13,17 +13,19 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.stats import bootstrap
+
+from seg.metrics import iou_from_counts
 
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 
 
 def miou_from_images(intersection: np.ndarray, union: np.ndarray) -> float:
-    """mIoU of a set of images from their (N, K) per-class intersections and unions."""
-    inter, uni = intersection.sum(0), union.sum(0)  # (K,)
-    present = uni > 0
-    return float((inter[present] / uni[present]).mean()) if present.any() else 0.0
+    """mIoU of a set of images from their (N, K) per-class intersections and unions (the folder's rule,
+    `seg.metrics.iou_from_counts`)."""
+    return iou_from_counts(torch.from_numpy(intersection.sum(0)), torch.from_numpy(union.sum(0)))[2]
 
 
 def _per_image(record: dict[str, Any]) -> tuple[list[str], np.ndarray, np.ndarray] | None:

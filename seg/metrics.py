@@ -56,14 +56,25 @@ class SegScores:
     confusion: tuple[tuple[int, ...], ...] = ()  # rows = truth, columns = prediction
 
 
+def intersection_and_union(mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class (K,): true-positive pixels and the union of label and prediction, from a (K, K) matrix."""
+    tp = mat.diag()
+    return tp, mat.sum(0) + mat.sum(1) - tp
+
+
+def iou_from_counts(tp: torch.Tensor, union: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(per-class IoU, present, mIoU): the mean over the classes with a non-empty union."""
+    tp, union = tp.double(), union.double()
+    present = union > 0
+    iou = torch.where(present, tp / union.clamp(min=1), torch.zeros_like(tp))
+    return iou, present, iou[present].mean().item() if present.any() else 0.0
+
+
 def scores_from_confusion(mat: torch.Tensor) -> SegScores:
     """mIoU over classes with a non-empty union, per-class IoU and pixel accuracy."""
     mat = mat.double().cpu()
-    tp = mat.diag()
-    union = mat.sum(0) + mat.sum(1) - tp
-    present = union > 0
-    iou = torch.where(present, tp / union.clamp(min=1), torch.zeros_like(tp))
-    miou = iou[present].mean().item() if present.any() else 0.0
+    tp, union = intersection_and_union(mat)
+    iou, present, miou = iou_from_counts(tp, union)
     total = mat.sum().item()
     acc = tp.sum().item() / total if total else 0.0
     per_class = tuple(v if p else None for v, p in zip(iou.tolist(), present.tolist()))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from seg.data import Split
-from seg.metrics import ConfusionMatrix, SegScores
+from seg.metrics import ConfusionMatrix, SegScores, intersection_and_union
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,7 @@ def score_folder(predict: Predict, split: Split, num_classes: int,
         one = ConfusionMatrix(num_classes)
         one.update(mask, pred.to(mask.device))
         total.mat += one.mat
-        s, tp = one.compute(), one.mat.diagonal()
-        union = one.mat.sum(0) + one.mat.sum(1) - tp  # (K,)
+        s, (tp, union) = one.compute(), intersection_and_union(one.mat)  # (K,) each
         per_image.append(ImageScore(index, pair.stem, s.miou, s.pixel_accuracy, int(one.mat.sum()),
                                     tuple(tp.tolist()), tuple(union.tolist())))
         if on_image is not None:
