@@ -3,8 +3,12 @@
     python -m benchmarks.replay benchmarks/results/2026-11-24-cpu/raw/cpu-pruning-t1-none-s01-2026-11-24.json \
         benchmarks/results/2026-11-24-cpu/raw/cpu-pruning-t1-none-s2-2026-11-24.json
     python -m benchmarks.replay RESULTS.json --pruner sha:reduction_factor=4 --pruner median:n_startup_trials=3
+    python -m benchmarks.replay --from-study sqlite:///runs/optuna.db nop-s10 --from-study URL NAME ... \
+        --pruner percentile:percentile=30.0,n_startup_trials=2,n_warmup_steps=2 --budgets 40:110:10
 
-Each "none" run of a pruning benchmark JSON keeps every trial's val mIoU per epoch. Replaying
+Each "none" run of a pruning benchmark JSON keeps every trial's val mIoU per epoch; so does any study
+run with `search.run --pruner none` (`--from-study STORAGE STUDY`: its complete trials, in trial order,
+each study counted as one seed). Replaying
 feeds those curves, in trial order, through the real Optuna pruner (report + should_prune per
 epoch) and counts the epochs it lets through and the best value it keeps (a trial's value is its
 best epoch, as in the Objective). What a replay cannot show: with a real pruner, TPE also learns
@@ -134,6 +138,16 @@ def no_pruning_curves(section: dict[str, Any]) -> tuple[str, dict[int, list[list
     return Path(str(section.get("study", "replay"))).stem, curves
 
 
+def study_curves(storage: str, study_name: str) -> list[list[float]]:
+    """Each complete trial's reported values in step order, in trial order: a study run without pruning."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise ValueError(f"{storage}: no study named {study_name!r}") from None
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return [[t.intermediate_values[s] for s in sorted(t.intermediate_values)] for t in trials if t.intermediate_values]
+
+
 def compare(curves_by_seed: dict[int, list[list[float]]], settings: Sequence[str], max_epochs: int,
             study: str = "replay") -> list[dict[str, Any]]:
     """One row per setting: per-seed and mean epochs ratio and mIoU gap against no pruning."""
@@ -156,12 +170,16 @@ def compare(curves_by_seed: dict[int, list[list[float]]], settings: Sequence[str
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.replay", description=__doc__.split("\n\n")[0])
-    p.add_argument("results", nargs="+", type=Path, help="pruning benchmark JSON files with 'none' runs")
+    p.add_argument("results", nargs="*", type=Path, help="pruning benchmark JSON files with 'none' runs")
+    p.add_argument("--from-study", action="append", nargs=2, metavar=("STORAGE", "STUDY"), default=[],
+                   help="a study run with --pruner none: its complete trials' curves, as one more seed")
     p.add_argument("--pruner", action="append", metavar="NAME[:KEY=VALUE,...]",
                    help=f"pruner settings to replay (default: {' '.join(DEFAULT_SETTINGS)})")
     p.add_argument("--budgets", type=budgets_arg, metavar="LOW:HIGH:STEP",
                    help="also compare at equal epoch budgets, e.g. 50:230:10 (benchmarks.equal_budget)")
     args = p.parse_args(argv)
+    if not args.results and not args.from_study:
+        p.error("give pruning benchmark JSON files, --from-study STORAGE STUDY, or both")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     curves: dict[int, list[list[float]]] = {}
     source: dict[int, Path] = {}  # seed -> the file its curves came from
@@ -193,12 +211,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         source |= dict.fromkeys(found, path)
         curves |= found
         max_epochs = max(max_epochs, *(len(v) for c in found.values() for v in c))
+    for storage, name in args.from_study:
+        try:
+            found_curves = study_curves(storage, name)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if not found_curves:
+            print(f"error: {storage}: study {name!r} has no complete trial with reported values", file=sys.stderr)
+            return 2
+        seed = max(curves, default=-1) + 1
+        curves[seed] = found_curves
+        max_epochs = max(max_epochs, *(len(v) for v in found_curves))
     try:
         rows = compare(dict(sorted(curves.items())), args.pruner or DEFAULT_SETTINGS, max_epochs, study or "replay")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    trials = len(next(iter(curves.values())))
+    trials = "/".join(str(n) for n in sorted({len(c) for c in curves.values()}))
     print(f"replayed on seeds {sorted(curves)}: {trials} trials of at most {max_epochs} epochs")
     print("\n".join(markdown_table(rows)))
     if args.budgets:

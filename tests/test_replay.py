@@ -112,3 +112,42 @@ def test_equal_budget_rows_count_first_epoch_cuts_and_mark_a_lower_bound():
     assert rows[1] == {"pruner": "sha:min_resource=1,reduction_factor=3", "cut after epoch 1, per seed": "2",
                        "Δ@9 per seed": "-0.150", "mean Δ@9": "≥ -0.1500", "area per seed": "-0.050",
                        "mean area": "≥ -0.0500"}
+
+
+def _no_pruning_study(storage: str, name: str, curves: list[list[float]]) -> None:
+    """A study as `search.run --pruner none` leaves it: every trial reports each epoch, then completes."""
+    import optuna
+
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    for values in curves:
+        trial = study.ask()
+        for step, value in enumerate(values, start=1):
+            trial.report(value, step)
+        study.tell(trial, max(values))
+    failed = study.ask()  # a failed trial has no full curve: left out
+    failed.report(0.9, 1)
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+
+
+def test_cli_replays_the_curves_of_studies_as_seeds(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    _no_pruning_study(storage, "a", CURVES)
+    _no_pruning_study(storage, "b", CURVES[:2])
+    args = ["--from-study", storage, "a", "--from-study", storage, "b", "--pruner", "none", "--pruner",
+            "sha:min_resource=1,reduction_factor=3"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "replayed on seeds [0, 1]: 2/3 trials of at most 3 epochs" in out
+    # Study a is seed 0: SHA keeps 5 of its 9 epochs and loses 0.60 -> 0.45; study b (6 epochs) keeps 4.
+    assert "| sha:min_resource=1,reduction_factor=3 | 1.80 1.50 | 1.65 | 0.1500 0.0000 |" in out
+
+
+def test_cli_names_a_missing_study_or_one_without_curves(tmp_path, capsys):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    optuna.create_study(study_name="empty", storage=storage)
+    assert main(["--from-study", storage, "nope"]) == 2
+    assert f"{storage}: no study named 'nope'" in capsys.readouterr().err
+    assert main(["--from-study", storage, "empty"]) == 2
+    assert f"{storage}: study 'empty' has no complete trial with reported values" in capsys.readouterr().err
