@@ -39,6 +39,7 @@ from scipy.stats import spearmanr
 from benchmarks.equal_budget import best_at, budgets_arg, epoch1_cuts
 from benchmarks.merge import differing_key, pruning_section
 from benchmarks.tables import markdown_table
+from search.study.lookup import StudyNotFoundError, load_named_study
 from search.study.samplers_pruners import build_pruner, parse_pruner
 
 DEFAULT_SETTINGS = ("sha", "sha:reduction_factor=4", "sha:min_resource=2", "sha:min_early_stopping_rate=1",
@@ -138,14 +139,20 @@ def no_pruning_curves(section: dict[str, Any]) -> tuple[str, dict[int, list[list
     return Path(str(section.get("study", "replay"))).stem, curves
 
 
+def complete_trials(storage: str, study_name: str) -> list[optuna.trial.FrozenTrial]:
+    """A stored study's complete trials, in trial order. A missing storage or study is refused (ValueError,
+    naming the stored studies), never created empty by a typo (`search.study.lookup`)."""
+    try:
+        study = load_named_study(study_name, storage)
+    except StudyNotFoundError as exc:
+        raise ValueError(f"{storage}: {exc}") from None
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
 def study_curves(storage: str, study_name: str) -> list[list[float]]:
     """Each complete trial's reported values in step order, in trial order: a study run without pruning."""
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        raise ValueError(f"{storage}: no study named {study_name!r}") from None
-    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return [[t.intermediate_values[s] for s in sorted(t.intermediate_values)] for t in trials if t.intermediate_values]
+    return [[t.intermediate_values[s] for s in sorted(t.intermediate_values)]
+            for t in complete_trials(storage, study_name) if t.intermediate_values]
 
 
 def compare(curves_by_seed: dict[int, list[list[float]]], settings: Sequence[str], max_epochs: int,

@@ -25,23 +25,17 @@ from collections.abc import Sequence
 
 import optuna
 
-
-def complete_trials(storage: str, study_name: str) -> list[optuna.trial.FrozenTrial]:
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        raise ValueError(f"{storage}: no study named {study_name!r}") from None
-    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+from benchmarks.replay import complete_trials
 
 
 def split_values(repeats: Sequence[optuna.trial.FrozenTrial], configs: Sequence[optuna.trial.FrozenTrial]
                  ) -> tuple[int, list[float], list[float]]:
     """(epochs, repeat values, configuration values) over the trials of the longest length given."""
     epochs = max(len(t.intermediate_values) for t in [*repeats, *configs])
-    full = [t for t in repeats if len(t.intermediate_values) == epochs]
-    full += [t for t in configs if t.user_attrs.get("baseline") and len(t.intermediate_values) == epochs]
-    others = [t for t in configs if not t.user_attrs.get("baseline") and len(t.intermediate_values) == epochs]
-    return epochs, [t.value for t in full], [t.value for t in others]
+    repeats, configs = ([t for t in ts if len(t.intermediate_values) == epochs] for ts in (repeats, configs))
+    baseline = [t for t in configs if t.user_attrs.get("baseline")]
+    return (epochs, [t.value for t in [*repeats, *baseline]],
+            [t.value for t in configs if not t.user_attrs.get("baseline")])
 
 
 def noise_summary(repeat_values: Sequence[float], config_values: Sequence[float]) -> dict[str, float]:

@@ -47,5 +47,8 @@ def test_cli_counts_the_baseline_trial_as_a_repeat_and_only_full_length_trials(t
 
 def test_cli_names_a_missing_study(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path}/optuna.db"
+    assert main(["--configs", storage, "nope"]) == 2  # no storage there: refused, not created empty
+    assert "no storage at" in capsys.readouterr().err and not (tmp_path / "optuna.db").exists()
+    optuna.create_study(study_name="other", storage=storage)
     assert main(["--configs", storage, "nope"]) == 2
     assert f"{storage}: no study named 'nope'" in capsys.readouterr().err

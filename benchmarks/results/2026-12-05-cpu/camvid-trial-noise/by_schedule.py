@@ -1,17 +1,19 @@
 """Mean best-so-far val mIoU at each epoch, one-cycle trials against the other schedules (no pruning).
 
-    python benchmarks/results/2026-12-05-cpu/camvid-trial-noise/by_schedule.py STORAGE::STUDY ...
+    PYTHONPATH=. python benchmarks/results/2026-12-05-cpu/camvid-trial-noise/by_schedule.py STORAGE::STUDY ...
 """
 import statistics
 import sys
 
 import optuna
 
+from benchmarks.replay import complete_trials
+
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 curves = []  # (schedule, values per epoch)
 for arg in sys.argv[1:]:
     storage, name = arg.split("::")
-    for t in optuna.load_study(study_name=name, storage=storage).get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+    for t in complete_trials(storage, name):
         values = [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
         curves.append((t.params.get("train.scheduler", "onecycle"), values))  # fixed (not a param): the baseline's
 length = max(len(v) for _, v in curves)
