@@ -138,9 +138,14 @@ def markdown_report(results: dict[str, Any]) -> str:
                      f"({base['epochs_from']})")
     final = arms.get("search", {}).get("final")
     if final:
-        lines.append(f"- search's final training: trial {final['trial']} (search val {final['search_value']:.4f}) "
-                     f"retrained for {final['epochs']} epochs, val mIoU {_num(final['final_val_miou'])} (best "
-                     f"{_num(final['best_val_miou'])}); scored on test: "
+        # Whether the search crowned the [baseline] configuration itself: then the two arms differ only in
+        # the epochs each trained it for (the search's final share against the baseline arm's whole budget).
+        crowned = [r for r in arms["search"].get("trials", []) if r["trial"] == final["trial"] and r["baseline"]]
+        which = " (the [baseline] configuration)" if crowned else ""
+        against = f" (the baseline arm: {base['epochs_planned']})" if base.get("epochs_planned") else ""
+        lines.append(f"- search's final training: trial {final['trial']}{which} "
+                     f"(search val {final['search_value']:.4f}) retrained for {final['epochs']} epochs{against}, "
+                     f"val mIoU {_num(final['final_val_miou'])} (best {_num(final['best_val_miou'])}); scored on test: "
                      f"{(final.get('champion') or {}).get('model') or 'none crowned: the best trial'}")
     elif arms.get("search", {}).get("trials"):
         lines.append("- search's final training: none (the plan kept no [confirm] share); its best trial is scored")

@@ -59,6 +59,24 @@ def test_report_names_what_was_not_measured() -> None:
     assert "Search vs baseline on test: not measured" in md
 
 
+@pytest.mark.parametrize(("crowned", "named"), [(0, True), (1, False)])
+def test_report_says_when_the_search_crowned_the_baseline_configuration(crowned: int, named: bool) -> None:
+    trials = [_row(0, "COMPLETE", 4.0, 4.0, baseline=True), _row(1, "COMPLETE", 4.0, 4.0)]
+    results = {"dataset": "x", "minutes": 30, "command": "c", "data": "d", "test": "t", "work": "w", "started": "s",
+               "machine": {"cpu": "cpu", "cpu_cores": 2, "torch_threads": 2, "gpu": None, "torch": "2",
+                           "optuna": "4", "mlflow": "3"},
+               "arms": {"search": {"command": "python -m search.run", "rc": 0,
+                                   "trials": trials,
+                                   "final": {"trial": crowned, "search_value": 0.37, "epochs": 124,
+                                             "final_val_miou": 0.59, "best_val_miou": 0.6, "runs": 1,
+                                             "champion": {"model": "models:/x@champion"}}},
+                        "baseline": {"command": "python -m search.run", "rc": 0, "epochs_planned": 230,
+                                     "epoch_seconds_used": 7.8, "epochs_from": "search trial 0"}}}
+    line = next(x for x in markdown_report(results).splitlines() if x.startswith("- search's final training"))
+    assert f"trial {crowned} (the [baseline] configuration)" in line if named else "[baseline]" not in line
+    assert "retrained for 124 epochs (the baseline arm: 230)" in line
+
+
 def test_tiny_run_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["--tiny", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
