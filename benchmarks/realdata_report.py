@@ -140,7 +140,7 @@ def markdown_report(results: dict[str, Any]) -> str:
     if final:
         # Whether the search crowned the [baseline] configuration itself: then the two arms differ only in
         # the epochs each trained it for (the search's final share against the baseline arm's whole budget).
-        crowned = [r for r in arms["search"].get("trials", []) if r["trial"] == final["trial"] and r["baseline"]]
+        crowned = any(r["trial"] == final["trial"] and r["baseline"] for r in arms["search"].get("trials", []))
         which = " (the [baseline] configuration)" if crowned else ""
         against = f" (the baseline arm: {base['epochs_planned']})" if base.get("epochs_planned") else ""
         lines.append(f"- search's final training: trial {final['trial']}{which} "

@@ -44,9 +44,9 @@ def noise_summary(repeat_values: Sequence[float], config_values: Sequence[float]
         raise ValueError(f"need at least 2 repeats and 2 configurations of the same length; got "
                          f"{len(repeat_values)} and {len(config_values)}")
     sd_seed, sd_configs = statistics.stdev(repeat_values), statistics.stdev(config_values)
-    reliability = max(0.0, 1 - sd_seed ** 2 / sd_configs ** 2) if sd_configs > 0 else 0.0
-    return {"sd_seed": sd_seed, "sd_configs": sd_configs, "sd_between": max(0.0, sd_configs ** 2 - sd_seed ** 2) ** 0.5,
-            "reliability": reliability}
+    var_between = max(0.0, sd_configs ** 2 - sd_seed ** 2)  # the configurations' own variance
+    return {"sd_seed": sd_seed, "sd_configs": sd_configs, "sd_between": var_between ** 0.5,
+            "reliability": var_between / sd_configs ** 2 if sd_configs > 0 else 0.0}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
