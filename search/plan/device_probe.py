@@ -12,10 +12,16 @@
 - For a CUDA device that is not here (`--device cuda --memory-gb G` on a CPU machine): the seconds
   are estimated from the model's FLOPs at an assumed throughput, and said to be.
 - Memory: `seg.memory`'s estimate of one training step (under AMP on CUDA), no probe needed.
+- A busy CPU: the probes keep their process's CPU seconds beside their wall seconds. When they got
+  less than BUSY_SHARE of what their threads could use, another process was running, the plan's
+  times are a busy machine's, and the plan says so (`busy_warning`). On Kvasir-SEG, planned while
+  the test suite ran, every probe read about 3x slower and the plan traded resolution and widths it
+  did not need (scale 0.25, 48 px crops, widths 8-32; on the idle machine: scale 0.375, 128 px, 8-256).
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -46,6 +52,9 @@ ASSUMED_CUDA_FLOPS = 50e12
 STEP_FORWARDS = 3  # a training step costs about three forward passes (forward, then two for backward)
 MIN_STEPS, MAX_STEPS, MIN_TIMED_S = 3, 20, 2.0  # timed probe steps: at least 3, up to 20 until 2 s are timed
 PROBE_BUDGET_SHARE = 300  # a probe times at most 1/300 of the budget planned for (some 20 probes: under 7 %)
+# The probes' CPU seconds over (wall seconds x torch threads) below which the machine was busy. Measured on
+# the idle 2-core machine and under a running test suite: see busy_warning.
+BUSY_SHARE = 0.75
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,7 @@ class StepCost:
         self.timed_s = probe_seconds(budget_s)
         self.measured: dict[Any, tuple[float, float]] = {}  # (model, batch, hw, loss) -> (train s/sample, eval s/Mpx)
         self.layouts: dict[Any, bool] = {}  # model -> whether its probe ran channels_last
+        self.wall_s = self.cpu_s = 0.0  # the probes' wall seconds and this process's CPU seconds over them
 
     @property
     def how(self) -> str:
@@ -100,7 +110,10 @@ class StepCost:
         if key not in self.measured:
             self.layouts[cfg.model] = uses_channels_last(cfg, self.spec.kind)
             if self.spec.present:
+                wall, cpu = time.perf_counter(), time.process_time()
                 self.measured[key] = _measure(cfg, hw, resolve_device(self.spec.kind), self.timed_s)
+                self.wall_s += time.perf_counter() - wall
+                self.cpu_s += time.process_time() - cpu
             else:
                 forward = forward_flops(cfg.model, *hw)
                 self.measured[key] = (STEP_FORWARDS * forward / ASSUMED_CUDA_FLOPS,
@@ -114,6 +127,13 @@ class StepCost:
     def eval_seconds_per_mpixel(self, cfg: Config, hw: tuple[int, int]) -> float:
         """One validated megapixel: forward, loss, argmax and confusion matrix."""
         return self._costs(cfg, hw)[1]
+
+    def cpu_share(self) -> float | None:
+        """The probes' CPU seconds over what their threads could have used (1.0: all of it); None when
+        nothing was timed on a CPU."""
+        if self.spec.kind != "cpu" or not self.wall_s:
+            return None
+        return self.cpu_s / (self.wall_s * usable_threads())
 
     def training_bytes(self, cfg: Config, hw: tuple[int, int]) -> int:
         return estimate_training_memory(cfg, *hw, amp=self.spec.kind == "cuda").total
@@ -189,6 +209,23 @@ def _measure(cfg: Config, hw: tuple[int, int], device: torch.device,
     # The median step, not the fastest: trials share the machine as the probe does, and pay for it.
     pixels = eval_batch * hw[0] * hw[1] / 1e6
     return statistics.median(train_times) / batch, statistics.median(eval_times) / pixels
+
+
+def usable_threads() -> int:
+    """torch's intra-op threads, at most the cores this process may run on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores))
+
+
+def busy_warning(share: float | None, threads: int) -> str | None:
+    """A warning when the CPU probes got less than BUSY_SHARE of their threads' time (`StepCost.cpu_share`)."""
+    if share is None or share >= BUSY_SHARE:
+        return None
+    return (f"the CPU was busy while the plan timed its probes: they got {share:.0%} of the time of their "
+            f"{threads} thread(s), so another process was running (or a CPU quota holds this one to fewer "
+            "cores). The plan's epoch times are this busy machine's, and it may have given up resolution or "
+            "width it did not need (data.scale, crop_size, base_channels). Plan again on an idle machine, or "
+            "keep this plan if the trials will share the machine the same way")
 
 
 def probe_seconds(budget_s: float | None) -> float:

@@ -23,7 +23,7 @@ from search.plan.capacity import (
 )
 from search.plan.classes import plan_classes
 from search.plan.decisions import Decision, Plan, PlanError
-from search.plan.device_probe import StepCost, device_spec
+from search.plan.device_probe import StepCost, busy_warning, device_spec, usable_threads
 from search.plan.epoch_time import EpochTimeModel
 from search.plan.geometry import plan_geometry
 from search.plan.loss import plan_loss
@@ -103,15 +103,18 @@ def make_plan(req: PlanRequest, survey: Survey | None = None) -> Plan:
         Decision("plan", "time_model", model.to_dict(), "seconds an epoch on this device, fitted to the plan's probes: "
                  "search.run --study THIS_FILE predicts each trial's epoch time with it (delete to stop)"),
     ]
+    share = cost.cpu_share()
     fingerprint = {**survey.fingerprint(), "device": {"kind": spec.kind, "label": spec.label, "here": spec.present,
-                                                      "memory_bytes": spec.memory, "cost": cost.how},
+                                                      "memory_bytes": spec.memory, "cost": cost.how,
+                                                      "probe_cpu_share": None if share is None else round(share, 3)},
                    "probes": cost.records(), "typical_epoch_seconds": round(epoch_s, 3),
                    "time_model": model.to_dict(), "data_scale": cap.scale,
                    "padded_train_images": cap.geometry.padded,
                    "capacity": {"bound": cap.bound, "unit": "bytes" if spec.kind == "cuda" else "epoch seconds",
                                 "width_floor": cap.floor, "traded": list(cap.traded),
                                 "largest_config_cost_by_base": {str(b): c for b, c in cap.costs}}}
-    warnings = [*classes.warnings, *budget.warnings]
+    busy = busy_warning(share, usable_threads())
+    warnings = [*classes.warnings, *budget.warnings, *([busy] if busy else [])]
     return Plan(decisions, fingerprint, warnings=warnings)
 
 
