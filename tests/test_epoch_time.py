@@ -10,14 +10,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tomllib
+import torch
 
 from search.plan import device_probe
 from search.plan.capacity import Sizing, _base_choices, probe_config
-from search.plan.epoch_time import CPU_CHANNEL_BLOCK, EpochTimeModel, Probe, model_gflops, training_shape
+from search.plan.epoch_time import (
+    CPU_CHANNEL_BLOCK,
+    EpochTimeModel,
+    Probe,
+    model_gflops,
+    training_shape,
+    validated_pixels,
+)
 from search.plan.plan_toml import toml_value
 from search.plan.planner import PlanRequest, make_plan
 from search.plan.survey import Survey
 from seg.config import Config
+from seg.gpu_data import device_loaders
 from seg.loaders import build_loaders, drops_last, resolve_dataset, trained_samples
 from seg.model import forward_flops
 from seg.runtime import uses_channels_last
@@ -42,6 +51,33 @@ def test_the_loader_trains_as_many_samples_as_the_time_model_counts(tmp_path: Pa
     seen = sum(images.shape[0] for images, _ in train)
     sizes = [(40, 48)] * 11
     assert seen == training_shape(cfg, sizes)[1] == trained_samples(11, 4) == 8
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_validation_counts_each_batch_padded_to_its_largest_image(tmp_path: Path, on_device: bool) -> None:
+    """Images of several sizes: the loader pads each batch of `eval_batch_size` to its largest, and the
+    time model counts those pixels, not the images' own (Kvasir-SEG: 1.27x more)."""
+    shapes = [(40, 48)] * 2 + [(24, 40), (40, 32), (56, 24), (32, 32), (48, 64), (24, 24), (40, 40)]
+    labels = [np.arange(h * w).reshape(h, w) % 3 for h, w in shapes]
+    root = labelled_folder(tmp_path / "sizes", labels, n_val=7)
+    cfg = Config.from_dict({"data": {"root": str(root), "num_classes": 3},
+                            "model": {"num_classes": 3, "depth": 3},
+                            "transforms": {"crop_mode": "random", "crop_size": 16},
+                            "train": {"batch_size": 2, "eval_batch_size": 3, "device": "cpu"}})
+    data = resolve_dataset(cfg.data)
+    if on_device:
+        _, val = device_loaders(cfg, data, torch.device("cpu"))
+    else:
+        _, val = build_loaders(cfg, data)
+    d = cfg.model.size_divisor
+
+    def padded(n: int) -> int:
+        return -(-n // d) * d
+
+    run = sum(images.shape[0] * padded(images.shape[-2]) * padded(images.shape[-1]) for images, _ in val)
+    sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in data.val.images]
+    assert validated_pixels(cfg, sizes) == run
+    assert run > sum(padded(h) * padded(w) for h, w in sizes)  # the padding is counted
 
 
 def _cfg(depth: int, base: int, channels_last: bool = True) -> Config:

@@ -16,6 +16,7 @@ import tomllib
 import torch
 from mlflow.tracking import MlflowClient
 
+from benchmarks.epoch_time_replay import report, repredict
 from search.plan import device_probe
 from search.plan.budget import FINAL_SHARE
 from search.plan.capacity import WIDTH_FLOOR
@@ -192,6 +193,11 @@ def test_each_trial_logs_its_predicted_epoch_seconds_and_the_baseline_is_trial_0
         assert measured and trial.user_attrs["epoch_seconds"] == pytest.approx(float(np.median(measured)), abs=1e-3)
         assert trial.user_attrs["epoch_time_ratio"] == pytest.approx(trial.user_attrs["epoch_seconds"] / predicted,
                                                                      rel=0.01)
+    # The replay benchmark predicts them again from the stored model and configs: the same figures.
+    replayed = repredict(study)
+    assert [r.number for r in replayed] == [t.number for t in study.trials]
+    assert [r.now for r in replayed] == pytest.approx([r.recorded for r in replayed], abs=1e-3)  # kept to 3 places
+    assert "within ±30%" in report(replayed)
 
 
 def test_a_planned_study_file_run_with_study_predicts_epoch_seconds_too(plan_datasets, tmp_path):

@@ -205,17 +205,18 @@ def training_shape(cfg: Config, train_sizes: Sequence[tuple[int, int]]) -> tuple
 
 
 def validated_pixels(cfg: Config, val_sizes: Sequence[tuple[int, int]]) -> float:
-    """Pixels the validation pass runs through the model: each image resized as `cfg` says, then whole
-    images padded to the largest of their batch of `eval_batch_size` (the loader's order), or the
-    tiles `seg.sliding.validation_pixels` counts when that module is there."""
+    """Pixels the validation pass runs through the model, batched as `fit` batches it: `eval_batch_size`
+    images at a time in the loader's order, each batch padded to its largest image (`pad_collate`), then
+    run whole or in the tiles `seg.sliding.validation_pixels` counts for that padded size. Per image,
+    without the batch's padding, Kvasir-SEG's 176 validation images of 67 sizes read 8.7 Mpx where
+    `fit` runs 11.1 (1.27x), and its trials took 1.2-1.3x the predicted epoch."""
     tiles = _sliding_pixels()
-    if tiles is not None:
-        return float(sum(tiles(h, w, cfg) for h, w in val_sizes))
     sizes = [tuple(cfg.transforms.resize) if cfg.transforms.resize else tuple(s) for s in val_sizes]
     batch, total = max(1, cfg.train.eval_batch_size), 0
     for i in range(0, len(sizes), batch):
         chunk = sizes[i: i + batch]
-        total += len(chunk) * max(h for h, _ in chunk) * max(w for _, w in chunk)
+        h, w = max(h for h, _ in chunk), max(w for _, w in chunk)  # the padded batch
+        total += len(chunk) * (tiles(h, w, cfg) if tiles is not None else h * w)
     return float(total)
 
 

@@ -1,0 +1,103 @@
+"""A finished planned study's epoch times predicted again by this checkout's time model, beside the old predictions.
+
+    python -m benchmarks.epoch_time_replay sqlite:////tmp/rd11/kvasir-m30/search/optuna.db realdata-kvasir
+
+A planned study keeps its plan's fitted time model (the fingerprint's `time_model`, the coefficients
+its probes measured), and each trial keeps its config, its measured `epoch_seconds` and the
+prediction made then (`epoch_seconds_predicted`). This costs each trial's config again with the same
+coefficients and the current `EpochTimeModel.predict` on the decoded data (`--data DIR` when the folder
+has moved), and prints the measured/predicted ratios then and now. The probes are not rerun, so
+a replay checks a change in how an epoch is counted against trials already measured; only a fresh
+run measures the plan as a whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import optuna
+
+from search.plan.epoch_forecast import MEASURED, PREDICTED, data_sizes
+from search.plan.epoch_time import EpochTimeModel
+from search.plan.stored import FINGERPRINT_ATTR
+from search.study.lookup import load_named_study
+from seg.config import Config
+from seg.loaders import resolve_dataset
+
+WITHIN = 0.3  # the issue's goal: predicted within +-30 % of measured
+
+
+@dataclass(frozen=True)
+class Replayed:
+    number: int
+    state: str
+    measured: float
+    recorded: float  # predicted when the trial ran
+    now: float  # predicted by this checkout
+
+    @property
+    def ratios(self) -> tuple[float, float]:
+        return self.measured / self.recorded, self.measured / self.now
+
+
+def repredict(study: optuna.Study, data_root: str | None = None) -> list[Replayed]:
+    """Each trial that recorded a measured and a predicted epoch time, predicted again."""
+    stored = (study.user_attrs.get(FINGERPRINT_ATTR) or {}).get("time_model")
+    if not stored:
+        raise ValueError(f"study {study.study_name!r} keeps no plan time model (not planned with search.run --data)")
+    model = EpochTimeModel.from_dict(stored)
+    sizes: dict[str, tuple] = {}
+    out = []
+    for trial in study.trials:
+        attrs = trial.user_attrs
+        if not all(k in attrs for k in ("config", MEASURED, PREDICTED)):
+            continue
+        cfg = Config.from_dict(attrs["config"])
+        if data_root is not None:
+            cfg = cfg.replace(data={"root": data_root})
+        key = repr(cfg.data)  # trials of one study share their data settings: decode once
+        if key not in sizes:
+            sizes[key] = data_sizes(resolve_dataset(cfg.data))
+        train, val = sizes[key]
+        out.append(Replayed(trial.number, trial.state.name, attrs[MEASURED], attrs[PREDICTED],
+                            model.predict(cfg, train, val)))
+    return out
+
+
+def report(rows: Sequence[Replayed]) -> str:
+    """A markdown table of the trials, then the first three complete trials' ratios and counts within +-30 %."""
+    lines = ["| trial | state | measured s | predicted then | ratio then | predicted now | ratio now |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r.number} | {r.state} | {r.measured:.2f} | {r.recorded:.2f} | {r.ratios[0]:.3f} | {r.now:.2f} | "
+              f"{r.ratios[1]:.3f} |" for r in rows]
+    first = [r for r in rows if r.state == "COMPLETE"][:3]
+    for i, when in enumerate(("then", "now")):
+        ratios = [r.ratios[i] for r in rows]
+        within = sum(abs(x - 1) <= WITHIN for x in ratios)
+        lines.append(f"\n{when}: first complete trials {[r.number for r in first]} "
+                     f"{[round(r.ratios[i], 3) for r in first]}; all trials: median "
+                     f"{statistics.median(ratios):.3f}, {within} of {len(ratios)} within ±{WITHIN:.0%}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.epoch_time_replay", description=__doc__.split("\n\n")[0])
+    p.add_argument("storage", help="the study's Optuna storage URL")
+    p.add_argument("study", help="the study's name")
+    p.add_argument("--data", help="the dataset folder, when it is no longer where the trials read it")
+    args = p.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows = repredict(load_named_study(args.study, args.storage), args.data)
+    if not rows:
+        print(f"study {args.study!r} has no trial with a measured and a predicted epoch time", file=sys.stderr)
+        return 1
+    print(report(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
