@@ -52,8 +52,8 @@ ASSUMED_CUDA_FLOPS = 50e12
 STEP_FORWARDS = 3  # a training step costs about three forward passes (forward, then two for backward)
 MIN_STEPS, MAX_STEPS, MIN_TIMED_S = 3, 20, 2.0  # timed probe steps: at least 3, up to 20 until 2 s are timed
 PROBE_BUDGET_SHARE = 300  # a probe times at most 1/300 of the budget planned for (some 20 probes: under 7 %)
-# The probes' CPU seconds over (wall seconds x torch threads) below which the machine was busy. Measured on
-# the idle 2-core machine and under a running test suite: see busy_warning.
+# The probes' CPU seconds over (wall seconds x torch threads) below which the machine was busy. Kvasir-SEG's
+# plan on the 2-core machine: 0.956 idle, 0.58 beside the test suite (which made it plan 0.25 / 64 px crops).
 BUSY_SHARE = 0.75
 
 
