@@ -21,9 +21,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from search.plan.epoch_forecast import MEASURED, PREDICTED, data_sizes
-from search.plan.epoch_time import EpochTimeModel
-from search.plan.stored import FINGERPRINT_ATTR
+from search.plan.epoch_forecast import MEASURED, PREDICTED, data_sizes, time_model_of
 from search.study.lookup import load_named_study
 from seg.config import Config
 from seg.loaders import resolve_dataset
@@ -46,11 +44,9 @@ class Replayed:
 
 def repredict(study: optuna.Study, data_root: str | None = None) -> list[Replayed]:
     """Each trial that recorded a measured and a predicted epoch time, predicted again."""
-    stored = (study.user_attrs.get(FINGERPRINT_ATTR) or {}).get("time_model")
-    if not stored:
+    model = time_model_of(study)
+    if model is None:
         raise ValueError(f"study {study.study_name!r} keeps no plan time model (not planned with search.run --data)")
-    model = EpochTimeModel.from_dict(stored)
-    sizes: dict[str, tuple] = {}
     out = []
     for trial in study.trials:
         attrs = trial.user_attrs
@@ -59,10 +55,7 @@ def repredict(study: optuna.Study, data_root: str | None = None) -> list[Replaye
         cfg = Config.from_dict(attrs["config"])
         if data_root is not None:
             cfg = cfg.replace(data={"root": data_root})
-        key = repr(cfg.data)  # trials of one study share their data settings: decode once
-        if key not in sizes:
-            sizes[key] = data_sizes(resolve_dataset(cfg.data))
-        train, val = sizes[key]
+        train, val = data_sizes(resolve_dataset(cfg.data))  # decoded once: seg.data caches the dataset
         out.append(Replayed(trial.number, trial.state.name, attrs[MEASURED], attrs[PREDICTED],
                             model.predict(cfg, train, val)))
     return out

@@ -23,13 +23,12 @@ the remainder dropped (`seg.loaders.trained_samples`).
 
 The fitted model is plain data: it is kept in the plan's fingerprint (`time_model`), and each trial
 logs its prediction beside its measured epoch seconds.
-Validation counts the pixels really run through the model: whole images padded per batch, or the
-tiles of `seg.sliding.validation_pixels` when that module exists.
+Validation counts the pixels really run through the model: each batch padded to its largest image,
+whole or in the tiles of `seg.sliding.validation_pixels`.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import asdict, astuple, dataclass
 from functools import lru_cache
@@ -39,6 +38,7 @@ from seg.config import Config, ModelConfig
 from seg.loaders import trained_samples
 from seg.model import forward_flops
 from seg.runtime import uses_channels_last
+from seg.sliding import validation_pixels
 
 # Per epoch on top of the passes (switching to eval and back, the confusion matrix, the schedule): about
 # 0.1-0.2 s measured on a busy 2-core CPU with 12 training images (negligible on real datasets).
@@ -207,23 +207,13 @@ def training_shape(cfg: Config, train_sizes: Sequence[tuple[int, int]]) -> tuple
 def validated_pixels(cfg: Config, val_sizes: Sequence[tuple[int, int]]) -> float:
     """Pixels the validation pass runs through the model, batched as `fit` batches it: `eval_batch_size`
     images at a time in the loader's order, each batch padded to its largest image (`pad_collate`), then
-    run whole or in the tiles `seg.sliding.validation_pixels` counts for that padded size. Per image,
-    without the batch's padding, Kvasir-SEG's 176 validation images of 67 sizes read 8.7 Mpx where
-    `fit` runs 11.1 (1.27x), and its trials took 1.2-1.3x the predicted epoch."""
-    tiles = _sliding_pixels()
-    sizes = [tuple(cfg.transforms.resize) if cfg.transforms.resize else tuple(s) for s in val_sizes]
+    run whole or in the tiles `seg.sliding.validation_pixels` counts for that padded size (after the
+    resize policy). Per image, without the batch's padding, Kvasir-SEG's 176 validation images of 67
+    sizes read 8.7 Mpx where `fit` runs 11.1 (1.27x), and its trials took 1.2-1.3x the predicted epoch."""
     batch, total = max(1, cfg.train.eval_batch_size), 0
-    for i in range(0, len(sizes), batch):
-        chunk = sizes[i: i + batch]
+    for i in range(0, len(val_sizes), batch):
+        chunk = val_sizes[i: i + batch]
         h, w = max(h for h, _ in chunk), max(w for _, w in chunk)  # the padded batch
-        total += len(chunk) * (tiles(h, w, cfg) if tiles is not None else h * w)
+        total += len(chunk) * validation_pixels(h, w, cfg)
     return float(total)
 
-
-def _sliding_pixels() -> Any:
-    """`seg.sliding.validation_pixels` when it exists (validation in tiles), else None."""
-    try:
-        module = importlib.import_module("seg.sliding")
-    except ImportError:
-        return None
-    return getattr(module, "validation_pixels", None)
