@@ -6,8 +6,8 @@ Run from the repository root (figures and commands are committed, never the imag
         --out benchmarks/results/<date>-cpu/realdata-camvid
     python -m benchmarks.realdata --tiny          # generated data, the same steps in this process
 
-Two arms, each in a fresh folder with its own Optuna and MLflow SQLite storages (`--work`, default a
-new temp folder, kept for inspection):
+Two arms (three with `--control`), each in a fresh folder with its own Optuna and MLflow SQLite storages
+(`--work`, default a new temp folder, kept for inspection):
 
 1. search: `python -m search.run --data DIR --timeout M*60` (planned for M minutes, of which the plan's
    [confirm] share trains the search's best configuration once more, for as many epochs as fit);
@@ -15,7 +15,11 @@ new temp folder, kept for inspection):
    of the same planned TOML (`--trials 1 --pruner none`), trained for as many epochs as fit in M
    minutes: M*60 over the wall seconds per epoch of the same configuration in the search (its trial 0,
    enqueued from [baseline]: the trial's wall time, logging and artifacts included, over its epochs),
-   fixed before it starts so its learning-rate schedule spans the whole run; the best epoch on val is kept.
+   fixed before it starts so its learning-rate schedule spans the whole run; the best epoch on val is kept;
+3. control (`--control`): the same `[baseline]` configuration trained for as many epochs as the search's
+   final training had. It splits the search-minus-baseline gap in two: search - control is what the
+   search's choice of configuration is worth at the final model's length, control - baseline what the
+   final model's fewer epochs cost (each with its paired bootstrap interval).
 
 Both champions are then scored on `--test` with `python -m search.evaluate` (the search's: its crowned
 final model, `--model models:/NAME@champion`, or its best trial when the search kept no share for a
@@ -62,6 +66,7 @@ from search.plan.stored import plan_file
 REPO = Path(__file__).resolve().parent.parent
 LOG_TAIL = 300  # lines of each command's output kept in --out
 TINY_MINUTES = 0.5
+ARM_NAMES = ("search", "baseline", "control")
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                   "folder name)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed of the search; trial seeds follow it")
+    p.add_argument("--control", action="store_true", help="also train the [baseline] configuration for the search's "
+                                                          "final epochs and score it: configuration vs epochs")
     p.add_argument("--in-process", action="store_true", help="call each command's main() in this process "
                                                              "instead of a subprocess (saves start-up; --tiny)")
     p.add_argument("--tiny", action="store_true", help="generated 32x48 px data in a temp folder, 30 s arms, in "
@@ -186,9 +193,32 @@ def run_baseline(arm: Arm, data: Path, plan: Path, epochs: int, args: argparse.N
                                      "--trials", "1", "--epochs", str(epochs), "--total-epochs", str(epochs),
                                      "--pruner", "none", "--confirm", "0", "--device", args.device,
                                      "--seed", str(args.seed), *arm.store_args()],
-                      arm.folder / "baseline.log", limit_s=3 * 3600, in_process=args.in_process)
+                      arm.folder / f"{arm.name}.log", limit_s=3 * 3600, in_process=args.in_process)
     keep_log_tail(step, out)
     return step
+
+
+def run_control(arm: Arm, data: Path, plan: Path | None, params: dict[str, Any] | None, search: dict[str, Any],
+                args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """The [baseline] configuration trained for the search's final epochs, or why it was not run."""
+    epochs = (search.get("final") or {}).get("epochs")
+    if plan is None or params is None or not epochs:
+        reason = "the search wrote no plan" if plan is None else "the plan has no [baseline]" if params is None \
+            else "the search had no final training"
+        return {"skipped": True, "reason": reason}
+    step = run_baseline(arm, data, plan, epochs, args, out)
+    return {**arm_result(arm, step), "params": params, "epochs_planned": epochs,
+            "epochs_from": "the search's final training"}
+
+
+def split_gap(arms: dict[str, Any]) -> dict[str, Any]:
+    """The search-minus-baseline gap in two, each a paired bootstrap over the test images (None when an arm
+    has no score): the search's configuration against the [baseline] one at the final's epochs
+    (search - control), and those epochs against the baseline arm's (control - baseline)."""
+    scored = {name: ((arms.get(name) or {}).get("test") or {}).get("evaluation") for name in ARM_NAMES}
+    pair = {"configuration": ("search", "control"), "epochs": ("control", "baseline")}
+    return {part: paired_difference(scored[a], scored[b]) if scored[a] and scored[b] else None
+            for part, (a, b) in pair.items()}
 
 
 def evaluate(arm: Arm, test: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -254,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     seconds = minutes * 60
     search = Arm("search", work / "search", f"realdata-{name}")
     base = Arm("baseline", work / "baseline", f"realdata-{name}-baseline")
-    for arm in (search, base):
+    control = Arm("control", work / "control", f"realdata-{name}-control")
+    arms = (search, base, control) if args.control else (search, base)
+    for arm in arms:
         arm.folder.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "command": shlex.join(["python", "-m", "benchmarks.realdata", *(sys.argv[1:] if argv is None else argv)]),
@@ -280,14 +312,19 @@ def main(argv: list[str] | None = None) -> int:
         results["arms"]["baseline"] = {**arm_result(base, step), "params": params, "epochs_planned": epochs,
                                        "epoch_seconds_used": epoch_s, "epochs_from": why}
     write_results(results, out)
+    if args.control:
+        results["arms"]["control"] = run_control(control, data, plan, params, results["arms"]["search"], args, out)
+        write_results(results, out)
 
-    for arm in (search, base):
+    for arm in arms:
         if "trials" in results["arms"][arm.name]:
             results["arms"][arm.name]["test"] = evaluate(arm, test, args, out)
             write_results(results, out)
     scored = [(results["arms"][arm.name].get("test") or {}).get("evaluation") for arm in (search, base)]
     if all(scored):
         results["test_difference"] = paired_difference(*scored)
+    if args.control:
+        results["gap"] = split_gap(results["arms"])
     results["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     write_results(results, out)
     print((out / "realdata.md").read_text())

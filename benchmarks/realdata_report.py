@@ -1,5 +1,6 @@
-"""The markdown side of `benchmarks.realdata`: the test-set table of both arms, per-class IoU, trials by
-state, predicted vs measured seconds per epoch, and the issue's two goals, from the results dict."""
+"""The markdown side of `benchmarks.realdata`: the test-set table of both arms (and the control's), per-class
+IoU, trials by state, predicted vs measured seconds per epoch, the issue's two goals and, with a control, the
+gap split into configuration and epochs, from the results dict."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from typing import Any
 from benchmarks.tables import markdown_table
 
 ARMS = ("search", "baseline")
+WITH_CONTROL = (*ARMS, "control")
+
+
+def _present(arms: dict[str, Any]) -> list[str]:
+    """The arms this run has, in order: search, baseline, and the control when it was asked for."""
+    return [name for name in WITH_CONTROL if name in arms]
 
 
 def _test(arm: dict[str, Any]) -> dict[str, Any] | None:
@@ -16,7 +23,7 @@ def _test(arm: dict[str, Any]) -> dict[str, Any] | None:
 
 def arm_rows(arms: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    for name in ARMS:
+    for name in _present(arms):
         arm, test = arms.get(name, {}), _test(arms.get(name, {}))
         counts = arm.get("counts", {})
         rows.append({"arm": name, "test mIoU": test["miou"] if test else None,
@@ -49,7 +56,7 @@ def epoch_rows(arms: dict[str, Any]) -> list[dict[str, Any]]:
              "epochs": r["epochs"], "best val mIoU": r["best_val_miou"], "predicted s/epoch": r["predicted_s"],
              "measured s/epoch (median)": r["measured_s"], "first epoch s": r["first_epoch_s"],
              "measured/predicted": r["ratio"], "fail": r["fail_reason"]}
-            for name in ARMS for r in arms.get(name, {}).get("trials", [])]
+            for name in _present(arms) for r in arms.get(name, {}).get("trials", [])]
 
 
 def goals(arms: dict[str, Any], difference: dict[str, Any] | None = None) -> list[str]:
@@ -88,7 +95,7 @@ def problems(arms: dict[str, Any], minutes: float) -> list[str]:
         lines.append(f"- baseline: trained {base['wall_s'] / 60:.1f} of its {minutes:g} minutes: its "
                      f"{base.get('epochs_planned')} epochs were sized at {base.get('epoch_seconds_used')} s each "
                      f"({base.get('epochs_from')}), and ran faster here; compare with care.")
-    for name in ARMS:
+    for name in _present(arms):
         arm = arms.get(name, {})
         if arm.get("skipped"):
             lines.append(f"- {name}: not run: {arm['reason']}.")
@@ -106,6 +113,24 @@ def problems(arms: dict[str, Any], minutes: float) -> list[str]:
         elif test and not test.get("evaluation"):
             lines.append(f"- {name} test score: `{test['command']}` exited {test['rc']} (see {test['log']}).")
     return lines
+
+
+def gap_rows(gap: dict[str, Any], arms: dict[str, Any]) -> list[dict[str, Any]]:
+    """The search-minus-baseline gap split in two (benchmarks.realdata.split_gap), one row each."""
+    final = (arms.get("search", {}).get("final") or {}).get("epochs")
+    base = arms.get("baseline", {}).get("epochs_planned")
+    what = {"configuration": ("search - control", f"the search's configuration against the [baseline] one, "
+                                                  f"both trained {final} epochs (and another training seed)"),
+            "epochs": ("control - baseline", f"the [baseline] configuration trained {final} epochs against {base} "
+                                             "(the same seed)")}
+    rows = []
+    for part, (pair, meaning) in what.items():
+        d = gap.get(part)
+        rows.append({"part": part, "difference": pair, "what it measures": meaning,
+                     "test mIoU": f"{d['difference']:+.4f}" if d else "not measured",
+                     "95% interval": f"[{d['low']:+.4f}, {d['high']:+.4f}]" if d else "-",
+                     "told apart": ("no" if d["low"] <= 0 <= d["high"] else "yes") if d else "-"})
+    return rows
 
 
 def _num(value: float | None) -> str:
@@ -129,7 +154,7 @@ def markdown_report(results: dict[str, Any]) -> str:
              f"- started: {results['started']}, finished: {results.get('finished')}",
              f"- CPU: {m['cpu']} ({m['cpu_cores']} cores, {m['torch_threads']} torch threads); "
              f"GPU: {m['gpu'] or 'none'}; torch {m['torch']}, optuna {m['optuna']}, mlflow {m['mlflow']}", ""]
-    for name in ARMS:
+    for name in _present(arms):
         if arms.get(name, {}).get("command"):
             lines.append(f"- {name}: `{arms[name]['command']}`")
     base = arms.get("baseline", {})
@@ -156,6 +181,8 @@ def markdown_report(results: dict[str, Any]) -> str:
     if issues:
         lines += ["## Not measured or failed", "", *issues, ""]
     lines += ["## Test set", "", *markdown_table(arm_rows(arms)), ""]
+    if results.get("gap"):
+        lines += ["## The gap: configuration or epochs", "", *markdown_table(gap_rows(results["gap"], arms)), ""]
     classes = class_rows(arms)
     if classes:
         lines += ["## Per-class IoU on the test set", "", *markdown_table(classes), ""]

@@ -77,9 +77,28 @@ def test_report_says_when_the_search_crowned_the_baseline_configuration(crowned:
     assert "retrained for 124 epochs (the baseline arm: 230)" in line
 
 
+def test_report_splits_the_gap_into_configuration_and_epochs() -> None:
+    results = {"dataset": "x", "minutes": 30, "command": "c", "data": "d", "test": "t", "work": "w", "started": "s",
+               "machine": {"cpu": "cpu", "cpu_cores": 2, "torch_threads": 2, "gpu": None, "torch": "2",
+                           "optuna": "4", "mlflow": "3"},
+               "arms": {"search": {"final": {"trial": 3, "search_value": 0.6, "epochs": 52, "final_val_miou": 0.76,
+                                             "best_val_miou": 0.76, "runs": 1, "champion": None}},
+                        "baseline": {"epochs_planned": 118, "epoch_seconds_used": 15.2, "epochs_from": "trial 0"},
+                        "control": {"epochs_planned": 52}},
+               "gap": {"configuration": {"difference": -0.0072, "low": -0.0438, "high": 0.0313},
+                       "epochs": {"difference": -0.0306, "low": -0.0476, "high": -0.0147}}}
+    md = markdown_report(results)
+    table = md.split("## The gap: configuration or epochs")[1]
+    config, epochs = (line for line in table.splitlines() if line.startswith("| configuration") or
+                      line.startswith("| epochs"))
+    assert "-0.0072" in config and "both trained 52 epochs" in config and config.rstrip(" |").endswith("no")
+    assert "-0.0306" in epochs and "52 epochs against 118" in epochs and epochs.rstrip(" |").endswith("yes")
+    assert "| control |" in md  # the control's row in the test-set table
+
+
 def test_tiny_run_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert main(["--tiny", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    assert main(["--tiny", "--control", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
     results = json.loads((out / "realdata.json").read_text())
     search = results["arms"]["search"]
     assert search["rc"] == 0, (out / "search.log").read_text()[-3000:]
@@ -104,3 +123,12 @@ def test_tiny_run_end_to_end(tmp_path: Path) -> None:
     assert baseline["trials"][0]["epochs"] == baseline["epochs_planned"]
     assert 0.0 <= baseline["test"]["evaluation"]["miou"] <= 1.0
     assert "## Per-class IoU on the test set" in (out / "realdata.md").read_text()
+    # --control: the [baseline] configuration again, for the final training's epochs, with the baseline's seed.
+    control = results["arms"]["control"]
+    assert control["rc"] == 0 and control["trials"][0]["baseline"]
+    assert control["trials"][0]["epochs"] == control["epochs_planned"] == final["epochs"]
+    gap = results["gap"]
+    assert gap["configuration"]["difference"] == pytest.approx(scored["miou"] - control["test"]["evaluation"]["miou"])
+    assert gap["epochs"]["difference"] == pytest.approx(control["test"]["evaluation"]["miou"]
+                                                        - baseline["test"]["evaluation"]["miou"])
+    assert "## The gap: configuration or epochs" in (out / "realdata.md").read_text()
