@@ -59,14 +59,13 @@ import tomllib
 from benchmarks.machine import machine_info
 from benchmarks.paired_bootstrap import paired_difference
 from benchmarks.realdata_readback import baseline_epoch_seconds, read_final, read_study
-from benchmarks.realdata_report import markdown_report
+from benchmarks.realdata_report import markdown_report, scored_evaluation
 from benchmarks.realdata_tiny import write_tiny
 from search.plan.stored import plan_file
 
 REPO = Path(__file__).resolve().parent.parent
 LOG_TAIL = 300  # lines of each command's output kept in --out
 TINY_MINUTES = 0.5
-ARM_NAMES = ("search", "baseline", "control")
 
 
 @dataclass(frozen=True)
@@ -198,16 +197,15 @@ def run_baseline(arm: Arm, data: Path, plan: Path, epochs: int, args: argparse.N
     return step
 
 
-def run_control(arm: Arm, data: Path, plan: Path | None, params: dict[str, Any] | None, search: dict[str, Any],
-                args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """The [baseline] configuration trained for the search's final epochs, or why it was not run."""
-    epochs = (search.get("final") or {}).get("epochs")
-    if plan is None or params is None or not epochs:
-        reason = "the search wrote no plan" if plan is None else "the plan has no [baseline]" if params is None \
-            else "the search had no final training"
-        return {"skipped": True, "reason": reason}
+def run_control(arm: Arm, data: Path, plan: Path | None, arms: dict[str, Any], args: argparse.Namespace,
+                out: Path) -> dict[str, Any]:
+    """The [baseline] configuration trained for the search's final epochs, or why it was not run (the
+    baseline arm's reason when that was not run either)."""
+    base, epochs = arms["baseline"], (arms["search"].get("final") or {}).get("epochs")
+    if base.get("skipped") or not epochs:
+        return {"skipped": True, "reason": base.get("reason") or "the search had no final training"}
     step = run_baseline(arm, data, plan, epochs, args, out)
-    return {**arm_result(arm, step), "params": params, "epochs_planned": epochs,
+    return {**arm_result(arm, step), "params": base["params"], "epochs_planned": epochs,
             "epochs_from": "the search's final training"}
 
 
@@ -215,10 +213,14 @@ def split_gap(arms: dict[str, Any]) -> dict[str, Any]:
     """The search-minus-baseline gap in two, each a paired bootstrap over the test images (None when an arm
     has no score): the search's configuration against the [baseline] one at the final's epochs
     (search - control), and those epochs against the baseline arm's (control - baseline)."""
-    scored = {name: ((arms.get(name) or {}).get("test") or {}).get("evaluation") for name in ARM_NAMES}
     pair = {"configuration": ("search", "control"), "epochs": ("control", "baseline")}
-    return {part: paired_difference(scored[a], scored[b]) if scored[a] and scored[b] else None
-            for part, (a, b) in pair.items()}
+    return {part: difference(arms, a, b) for part, (a, b) in pair.items()}
+
+
+def difference(arms: dict[str, Any], a: str, b: str) -> dict[str, Any] | None:
+    """Arm a's test mIoU minus arm b's with its paired bootstrap interval; None unless both were scored."""
+    ea, eb = scored_evaluation(arms.get(a, {})), scored_evaluation(arms.get(b, {}))
+    return paired_difference(ea, eb) if ea and eb else None
 
 
 def evaluate(arm: Arm, test: Path, args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -313,16 +315,15 @@ def main(argv: list[str] | None = None) -> int:
                                        "epoch_seconds_used": epoch_s, "epochs_from": why}
     write_results(results, out)
     if args.control:
-        results["arms"]["control"] = run_control(control, data, plan, params, results["arms"]["search"], args, out)
+        results["arms"]["control"] = run_control(control, data, plan, results["arms"], args, out)
         write_results(results, out)
 
     for arm in arms:
         if "trials" in results["arms"][arm.name]:
             results["arms"][arm.name]["test"] = evaluate(arm, test, args, out)
             write_results(results, out)
-    scored = [(results["arms"][arm.name].get("test") or {}).get("evaluation") for arm in (search, base)]
-    if all(scored):
-        results["test_difference"] = paired_difference(*scored)
+    if gap := difference(results["arms"], "search", "baseline"):
+        results["test_difference"] = gap
     if args.control:
         results["gap"] = split_gap(results["arms"])
     results["finished"] = dt.datetime.now().isoformat(timespec="seconds")

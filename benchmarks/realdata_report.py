@@ -17,14 +17,15 @@ def _present(arms: dict[str, Any]) -> list[str]:
     return [name for name in WITH_CONTROL if name in arms]
 
 
-def _test(arm: dict[str, Any]) -> dict[str, Any] | None:
+def scored_evaluation(arm: dict[str, Any]) -> dict[str, Any] | None:
+    """The arm's test-set evaluation.json record, or None when it was not scored."""
     return (arm.get("test") or {}).get("evaluation")
 
 
 def arm_rows(arms: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name in _present(arms):
-        arm, test = arms.get(name, {}), _test(arms.get(name, {}))
+        arm, test = arms.get(name, {}), scored_evaluation(arms.get(name, {}))
         counts = arm.get("counts", {})
         rows.append({"arm": name, "test mIoU": test["miou"] if test else None,
                      "test pixel acc": test["pixel_accuracy"] if test else None,
@@ -38,7 +39,7 @@ def arm_rows(arms: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def class_rows(arms: dict[str, Any]) -> list[dict[str, Any]]:
-    tests = {name: _test(arms.get(name, {})) for name in ARMS}
+    tests = {name: scored_evaluation(arms.get(name, {})) for name in ARMS}
     names = next((list(t["iou"]) for t in tests.values() if t), [])
     rows = []
     for cls in names:
@@ -60,7 +61,7 @@ def epoch_rows(arms: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def goals(arms: dict[str, Any], difference: dict[str, Any] | None = None) -> list[str]:
-    s, b = _test(arms.get("search", {})), _test(arms.get("baseline", {}))
+    s, b = scored_evaluation(arms.get("search", {})), scored_evaluation(arms.get("baseline", {}))
     lines = []
     if s and b:
         met = s["miou"] >= b["miou"]
