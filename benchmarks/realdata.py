@@ -65,7 +65,7 @@ from search.plan.stored import plan_file
 
 REPO = Path(__file__).resolve().parent.parent
 LOG_TAIL = 300  # lines of each command's output kept in --out
-TINY_MINUTES = 0.5
+TINY_MINUTES = 1.0  # the plan and set-up take 5-15 s of the search's half; 0.5 left no trial on a slow host
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.realdata", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, help="the dataset folder, in its own layout (with dataset.toml if needed)")
     p.add_argument("--test", type=Path, help="the labelled test folder both champions are scored on")
-    p.add_argument("--minutes", type=float, help="minutes for each arm (default 30; --tiny: 0.5)")
+    p.add_argument("--minutes", type=float, help="minutes for each arm (default 30; --tiny: 1)")
     p.add_argument("--out", type=Path, help="results folder (default: benchmarks/results/<date>-<device>/"
                                             "realdata-<data folder name>; --tiny: in the temp folder)")
     p.add_argument("--work", type=Path, help="folder for the storages, plans and evaluations (default: a new "
@@ -105,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                           "final epochs and score it: configuration vs epochs")
     p.add_argument("--in-process", action="store_true", help="call each command's main() in this process "
                                                              "instead of a subprocess (saves start-up; --tiny)")
-    p.add_argument("--tiny", action="store_true", help="generated 32x48 px data in a temp folder, 30 s arms, in "
+    p.add_argument("--tiny", action="store_true", help="generated 32x48 px data in a temp folder, 1-minute arms, in "
                                                        "process")
     args = p.parse_args(argv)
     if not args.tiny and (args.data is None or args.test is None):

@@ -8,6 +8,7 @@ part of it for retraining the search's best configurations (search.confirm): of 
 
 from __future__ import annotations
 
+import time
 from math import prod
 
 import optuna
@@ -85,6 +86,20 @@ def run_timeout(settings: RunSettings, sdef: StudyDef) -> float | None:
     command's start, so the planning and set-up before the first trial are part of it."""
     total = time_budget(settings, sdef)
     return None if total is None else settings.seconds_left(total * (1 - confirm_share(settings, sdef)))
+
+
+def set_up_took_the_search(settings: RunSettings, sdef: StudyDef) -> str | None:
+    """Why no trial can start, when planning and set-up used up the time in which trials may start
+    (`run_timeout` is 0); else None."""
+    total = time_budget(settings, sdef)
+    if total is None or run_timeout(settings, sdef):
+        return None
+    flag = f"--timeout {total:g}" if settings.timeout is not None else f"the study's budget.timeout_s = {total:g}"
+    share = confirm_share(settings, sdef)
+    kept = f" (the last {share:.0%} of it is kept for the final training)" if share else ""
+    return (f"no trial started: planning and set-up took {time.monotonic() - settings.started:.0f} s, and trials "
+            f"may start only in the first {total * (1 - share):.0f} s of {flag} s{kept}. Give a longer budget: "
+            "rerunning with it resumes this study, and a trial left WAITING runs first.")
 
 
 def confirm_seconds(settings: RunSettings, sdef: StudyDef) -> float | None:

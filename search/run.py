@@ -28,7 +28,14 @@ import optuna
 from rich.console import Console
 from rich.markup import escape
 
-from search.budget_split import confirm_plan, confirm_seconds, final_epochs, run_budget, run_timeout
+from search.budget_split import (
+    confirm_plan,
+    confirm_seconds,
+    final_epochs,
+    run_budget,
+    run_timeout,
+    set_up_took_the_search,
+)
 from search.confirm import run_confirm
 from search.confirm_retrains import ConfirmSettings
 from search.display import LiveDisplay, print_summary
@@ -230,11 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     except (StudyMismatchError, FileNotFoundError, ValueError, TrackingUnavailable) as err:
         Console(stderr=True).print("[red]error:[/red]", escape(str(err)))
         return 2
+    # Known before any trial: the time budget ran out in planning and set-up.
+    no_time = None if settings.is_worker or settings.trials == 0 else set_up_took_the_search(settings, ctx.sdef)
     try:
         if settings.workers > 1 and not settings.is_worker:
             rc = run_workers(settings, argv, study, ctx, budget, console)
         else:
             rc = execute(study, ctx, settings, console, budget)
+        if no_time is not None:  # the budget did its job, so no error: say why nothing ran
+            console.print(f"[yellow]{escape(no_time)}[/yellow]")
         top, seeds = confirm_plan(settings, ctx.sdef)
         if rc != 0 or settings.is_worker or not top or settings.trials == 0:
             return rc

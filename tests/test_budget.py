@@ -123,9 +123,15 @@ def test_the_timeout_counts_from_the_command_start_planning_included(tmp_path: P
         RunSettings(timeout=-1)
 
 
-def test_a_timeout_spent_before_the_first_trial_starts_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_timeout_spent_before_the_first_trial_starts_none_and_says_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("SEG_CACHE_DIR", str(tmp_path / "cache"))
     env = StudyEnv(tmp_path, "spent", trials=3, epochs=1, **TINY)
     # --timeout 0: the set-up alone (storages, the parent run) spends it, so no trial starts.
     assert env.run("--timeout", "0") == 0
     assert env.study().trials == []
+    said = " ".join(capsys.readouterr().out.split())
+    assert "no trial started: planning and set-up took" in said and "of --timeout 0 s. Give a longer budget" in said
+    # With time left, the same command resumes the study and trains.
+    assert env.run("--timeout", "600") == 0
+    assert len(env.study().trials) == 3
