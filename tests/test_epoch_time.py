@@ -94,7 +94,7 @@ def test_each_memory_layout_gets_its_own_coefficients_and_survives_toml() -> Non
     evals = [Probe(g, 1.0, 0.001 * g + 0.3) for g, _ in points] + [Probe(g, 1.0, 0.0005 * g + 0.1) for g, _ in points]
     model = EpochTimeModel.fit("cpu", train, evals, [False] * 3 + [True] * 3)
     assert (model.train_s_per_gflop, model.train_s_per_mpixel) == pytest.approx((0.02, 0.5))
-    assert astuple(model.channels_last) == pytest.approx((0.01, 0.2, 0.0005, 0.1))
+    assert astuple(model.channels_last)[:4] == pytest.approx((0.01, 0.2, 0.0005, 0.1))
     wide, narrow = _cfg(4, 16), _cfg(4, 8)
     assert uses_channels_last(wide, "cpu") and not uses_channels_last(narrow, "cpu")
     assert model.coefficients(wide) is model.channels_last
@@ -111,10 +111,37 @@ def test_each_memory_layout_gets_its_own_coefficients_and_survives_toml() -> Non
     assert EpochTimeModel.from_dict(single.to_dict()).to_dict() == single.to_dict()
 
 
+# The fake CPU's (training, validation) time of an upsampling type over the transposed convolution's, by
+# layout: bilinear slower in the default layout, pixel shuffle faster channels_last (as measured, roughly).
+FAKE_UPSAMPLE = {False: {"bilinear": (1.25, 1.1), "pixelshuffle": (1.0, 1.0)},
+                 True: {"bilinear": (1.0, 1.2), "pixelshuffle": (0.9, 1.0)}}
+
+
 def _two_speed_cpu(cfg, hw, device, timed_s=None):
-    """A CPU whose step costs 1 ns per forward FLOP, or half that channels_last: deterministic."""
-    seconds = forward_flops(cfg.model, *hw) * 1e-9 / (CL_SPEEDUP if uses_channels_last(cfg, "cpu") else 1.0)
-    return seconds, seconds / (hw[0] * hw[1] / 1e6)
+    """A CPU whose step costs 1 ns per forward FLOP, or half that channels_last, times the upsampling
+    type's FAKE_UPSAMPLE factor: deterministic."""
+    layout = uses_channels_last(cfg, "cpu")
+    seconds = forward_flops(cfg.model, *hw) * 1e-9 / (CL_SPEEDUP if layout else 1.0)
+    train, evals = FAKE_UPSAMPLE[layout].get(cfg.model.upsample, (1.0, 1.0))
+    return seconds * train, seconds * evals / (hw[0] * hw[1] / 1e6)
+
+
+def test_another_upsampling_type_is_costed_by_its_measured_factor_and_survives_toml() -> None:
+    cfg = _cfg(4, 8)
+    model = EpochTimeModel("cpu", 0.02, 0.5, 0.001, 0.3, epoch_fixed_s=0.0, upsample={"bilinear": [1.25, 1.1]})
+    plain = EpochTimeModel("cpu", 0.02, 0.5, 0.001, 0.3, epoch_fixed_s=0.0)
+    bilinear = cfg.replace(model={"upsample": "bilinear"})
+    pixelshuffle = cfg.replace(model={"upsample": "pixelshuffle"})
+    slower = pytest.approx(1.25 * plain.train_seconds(bilinear, (64, 64), 8))
+    assert model.train_seconds(bilinear, (64, 64), 8) == slower
+    assert model.eval_seconds(bilinear, 1e6) == pytest.approx(1.1 * plain.eval_seconds(bilinear, 1e6))
+    # A type with no factor (pixelshuffle here), and transpose itself, cost as the fitted probes.
+    for other in (pixelshuffle, cfg):
+        assert model.predict(other, [(64, 64)] * 9, [(64, 64)]) == plain.predict(other, [(64, 64)] * 9, [(64, 64)])
+    stored = tomllib.loads(f"time_model = {toml_value(model.to_dict())}")["time_model"]
+    assert stored["upsample"] == {"bilinear": [1.25, 1.1]} and EpochTimeModel.from_dict(stored) == model
+    # A plan stored before the factors were measured has none: every type costs as transpose.
+    assert "upsample" not in plain.to_dict() and EpochTimeModel.from_dict(plain.to_dict()) == plain
 
 
 def test_the_plan_probes_both_layouts_and_predicts_each_configuration_of_its_space(tmp_path, monkeypatch):
@@ -137,9 +164,23 @@ def test_the_plan_probes_both_layouts_and_predicts_each_configuration_of_its_spa
     hw, samples = (crop, crop), trained_samples(19, batch)
     for d in range(depth["low"], depth["high"] + 1):
         for base in bases:
-            cfg = probe_config(plan_sizing(plan), d, base, 256, batch, "cpu")
-            truth_train = _two_speed_cpu(cfg, hw, None)[0] * samples
-            assert model.train_seconds(cfg, hw, samples) == pytest.approx(truth_train, rel=0.02), (d, base)
+            for up in ("transpose", "bilinear", "pixelshuffle"):
+                cfg = probe_config(plan_sizing(plan), d, base, 256, batch, "cpu").replace(model={"upsample": up})
+                truth_train, truth_eval = _two_speed_cpu(cfg, hw, None)
+                assert model.train_seconds(cfg, hw, samples) == pytest.approx(truth_train * samples, rel=0.02), \
+                    (d, base, up)
+                assert model.eval_seconds(cfg, 1e6) == pytest.approx(truth_eval, rel=0.02), (d, base, up)
+    # The fingerprint lists every probe with its upsampling type: each layout's two ends again with each
+    # other type, beside its transposed twin.
+    probes = plan.fingerprint["probes"]
+
+    def shape(p: dict, up: str) -> tuple:
+        return p["depth"], p["base_channels"], p["max_channels"], p["batch"], tuple(p["input"]), up
+
+    twins = {shape(p, p["upsample"]) for p in probes}
+    for up in ("bilinear", "pixelshuffle"):
+        others = [p for p in probes if p["upsample"] == up]
+        assert len(others) == 4 and all(shape(p, "transpose") in twins for p in others)
 
 
 def plan_sizing(plan) -> Sizing:

@@ -25,14 +25,22 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from search.plan.decisions import PlanError
-from search.plan.epoch_time import EPOCH_FIXED_S, EpochTimeModel, Probe, channel_block, gflops_per_mpixel, model_gflops
+from search.plan.epoch_time import (
+    EPOCH_FIXED_S,
+    PROBED_UPSAMPLE,
+    EpochTimeModel,
+    Probe,
+    channel_block,
+    gflops_per_mpixel,
+    model_gflops,
+)
 from seg.batch_augment import BatchAugment
 from seg.config import Config, TransformConfig
 from seg.data import IGNORE_INDEX
@@ -140,20 +148,37 @@ class StepCost:
 
     def records(self) -> list[dict[str, Any]]:
         """The probes taken, for the plan's fingerprint."""
-        return [{"depth": m.depth, "base_channels": m.base_channels, "max_channels": m.max_channels, "batch": b,
-                 "input": list(hw), "loss": loss, "seconds_per_image": round(s, 6),
-                 "eval_seconds_per_mpixel": round(e, 6)}
+        return [{"depth": m.depth, "base_channels": m.base_channels, "max_channels": m.max_channels,
+                 "upsample": m.upsample, "batch": b, "input": list(hw), "loss": loss,
+                 "seconds_per_image": round(s, 6), "eval_seconds_per_mpixel": round(e, 6)}
                 for (m, b, hw, loss), (s, e) in self.measured.items()]
 
     def time_model(self) -> EpochTimeModel:
-        """The probes fitted as a model of any configuration's epoch (see `search.plan.epoch_time`)."""
+        """The probes fitted as a model of any configuration's epoch (see `search.plan.epoch_time`): the
+        transposed-convolution probes fitted, the other upsampling types as factors over them."""
         train, evals, layouts = [], [], []
         for (m, _, hw, _), (s, e) in self.measured.items():
+            if m.upsample != PROBED_UPSAMPLE:
+                continue
             block = channel_block(self.spec.kind, self.layouts[m])
             train.append(Probe(model_gflops(m, *hw, block), hw[0] * hw[1] / 1e6, s))
             evals.append(Probe(gflops_per_mpixel(m, block), 1.0, e))
             layouts.append(self.layouts[m])
-        return EpochTimeModel.fit(self.spec.kind, train, evals, layouts)
+        return EpochTimeModel.fit(self.spec.kind, train, evals, layouts, self.upsample_factors())
+
+    def upsample_factors(self) -> dict[bool, dict[str, list[float]]]:
+        """{channels_last: {upsample: [training, validation] seconds over the same model's transposed
+        convolution]}} from each probe of another upsampling type beside its transposed twin (the mean
+        when a layout has several)."""
+        ratios: dict[bool, dict[str, list[tuple[float, float]]]] = {}
+        for (m, b, hw, loss), (s, e) in self.measured.items():
+            twin = self.measured.get((replace(m, upsample=PROBED_UPSAMPLE), b, hw, loss))
+            if m.upsample == PROBED_UPSAMPLE or twin is None or not twin[0] or not twin[1]:
+                continue
+            ratios.setdefault(self.layouts[m], {}).setdefault(m.upsample, []).append((s / twin[0], e / twin[1]))
+        return {layout: {up: [statistics.fmean(r[0] for r in rs), statistics.fmean(r[1] for r in rs)]
+                         for up, rs in by_type.items()}
+                for layout, by_type in ratios.items()}
 
 
 def _probe_transforms(hw: tuple[int, int]) -> TransformConfig:

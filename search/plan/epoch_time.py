@@ -21,6 +21,13 @@ are counted with each layer's channels rounded up to a multiple of 16 (CPU_CHANN
 trained slower than base 32 there). Training counts the samples an epoch really runs: whole batches,
 the remainder dropped (`seg.loaders.trained_samples`).
 
+The probes run transposed-convolution upsampling, the most weights. The other upsampling types have the
+same convolution FLOPs but not the same seconds: on Kvasir-SEG, 2-core CPU, a bilinear UNet trained
+about 25 % slower than the same transposed one and the model did not know it (trials read 1.4-1.8x
+their prediction; benchmarks/results/2026-12-06-cpu/time-model-upsample/). So one configuration of
+each layout is probed again with each other type, and its measured seconds over the transposed one's
+(training and validation) scale every configuration of that layout and type (`upsample`).
+
 The fitted model is plain data: it is kept in the plan's fingerprint (`time_model`), and each trial
 logs its prediction beside its measured epoch seconds.
 Validation counts the pixels really run through the model: each batch padded to its largest image,
@@ -30,7 +37,7 @@ whole or in the tiles of `seg.sliding.validation_pixels`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, astuple, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -50,6 +57,8 @@ REF_SIDE = 256  # the side FLOPs per pixel are counted at (deep enough for depth
 # difference in BatchNorm's backward, 2.2x as long at base 24 as at 32
 # (benchmarks/results/2026-12-05-cpu/time-model-channel-blocks/).
 CPU_CHANNEL_BLOCK = 16
+PROBED_UPSAMPLE = "transpose"  # the fitted probes' upsampling; the other types are measured against it
+OTHER_UPSAMPLES = ("bilinear", "pixelshuffle")
 
 
 @dataclass(frozen=True)
@@ -108,10 +117,18 @@ class Coefficients:
     train_s_per_mpixel: float  # b: what does not grow with the width: augmentations, loss, normalisation
     eval_s_per_gflop: float  # c: validation forward, per GFLOP
     eval_s_per_mpixel: float  # d: validation loss, argmax and confusion matrix, per megapixel
+    # Another upsampling type's measured seconds over the transposed convolution's, the model otherwise
+    # the same: {"bilinear": [training, validation], ...}; a type not listed costs as transpose.
+    upsample: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, train: Sequence[Probe], evals: Sequence[Probe]) -> Coefficients:
         return cls(*fit_two(train), *fit_two(evals))
+
+    def upsample_factors(self, upsample: str) -> tuple[float, float]:
+        """(training, validation) seconds of `upsample` over the probed transposed convolution's."""
+        train, evals = self.upsample.get(upsample, (1.0, 1.0))
+        return train, evals
 
 
 @dataclass(frozen=True)
@@ -127,28 +144,40 @@ class EpochTimeModel:
     eval_s_per_mpixel: float
     epoch_fixed_s: float = EPOCH_FIXED_S
     channels_last: Coefficients | None = None
+    upsample: dict[str, list[float]] = field(default_factory=dict)  # the default layout's (Coefficients.upsample)
 
     @classmethod
     def fit(cls, device: str, train: Sequence[Probe], evals: Sequence[Probe],
-            layouts: Sequence[bool] | None = None) -> EpochTimeModel:
+            layouts: Sequence[bool] | None = None,
+            upsample: dict[bool, dict[str, list[float]]] | None = None) -> EpochTimeModel:
         """`layouts[i]`: whether probe i ran channels_last. With probes of both layouts each gets its own
-        coefficients; with one layout only, one set serves every configuration."""
+        coefficients; with one layout only, one set serves every configuration. `upsample[layout]`: the
+        other upsampling types' measured factors on that layout (`Coefficients.upsample`)."""
         layouts = list(layouts) if layouts is not None else [False] * len(train)
+        upsample = upsample or {}
         if all(layouts) or not any(layouts):
-            return cls(device, *astuple(Coefficients.fit(train, evals)))
+            factors = upsample.get(bool(layouts and layouts[0]), {})
+            return cls.of(device, replace(Coefficients.fit(train, evals), upsample=factors))
 
         def of(flag: bool) -> Coefficients:
             keep = [i for i, cl in enumerate(layouts) if cl == flag]
-            return Coefficients.fit([train[i] for i in keep], [evals[i] for i in keep])
+            fitted = Coefficients.fit([train[i] for i in keep], [evals[i] for i in keep])
+            return replace(fitted, upsample=upsample.get(flag, {}))
 
-        return cls(device, *astuple(of(False)), channels_last=of(True))
+        return cls.of(device, of(False), channels_last=of(True))
+
+    @classmethod
+    def of(cls, device: str, flat: Coefficients, channels_last: Coefficients | None = None) -> EpochTimeModel:
+        """The model whose default layout has the coefficients `flat`."""
+        return cls(device, flat.train_s_per_gflop, flat.train_s_per_mpixel, flat.eval_s_per_gflop,
+                   flat.eval_s_per_mpixel, channels_last=channels_last, upsample=flat.upsample)
 
     def coefficients(self, cfg: Config) -> Coefficients:
         """The coefficients of `cfg`'s memory layout on this device."""
         if self.channels_last is not None and uses_channels_last(cfg, self.device):
             return self.channels_last
         return Coefficients(self.train_s_per_gflop, self.train_s_per_mpixel, self.eval_s_per_gflop,
-                            self.eval_s_per_mpixel)
+                            self.eval_s_per_mpixel, self.upsample)
 
     def channel_block(self, cfg: Config) -> int:
         """The channel multiple `cfg`'s FLOPs are counted in on this device."""
@@ -159,13 +188,14 @@ class EpochTimeModel:
         k = self.coefficients(cfg)
         gflops = model_gflops(cfg.model, *hw, self.channel_block(cfg))
         per_sample = k.train_s_per_gflop * gflops + k.train_s_per_mpixel * hw[0] * hw[1] / 1e6
-        return samples * per_sample
+        return samples * per_sample * k.upsample_factors(cfg.model.upsample)[0]
 
     def eval_seconds(self, cfg: Config, pixels: float) -> float:
         """Validation of `pixels` in all (as the model sees them: padded, or in tiles)."""
         k = self.coefficients(cfg)
         gflops = gflops_per_mpixel(cfg.model, self.channel_block(cfg))
-        return (k.eval_s_per_gflop * gflops + k.eval_s_per_mpixel) * pixels / 1e6
+        return (k.eval_s_per_gflop * gflops + k.eval_s_per_mpixel) * pixels / 1e6 * k.upsample_factors(
+            cfg.model.upsample)[1]
 
     def epoch_seconds(self, cfg: Config, hw: tuple[int, int], samples: int, val_pixels: float) -> float:
         return self.train_seconds(cfg, hw, samples) + self.eval_seconds(cfg, val_pixels) + self.epoch_fixed_s
@@ -178,7 +208,10 @@ class EpochTimeModel:
 
     def to_dict(self) -> dict[str, Any]:
         def rounded(d: dict[str, Any]) -> dict[str, Any]:
-            return {k: (round(v, 9) if isinstance(v, float) else v) for k, v in d.items()}
+            out = {k: (round(v, 9) if isinstance(v, float) else v) for k, v in d.items() if k != "upsample"}
+            if d.get("upsample"):  # left out when none was measured (plans made before it read the same)
+                out["upsample"] = {u: [round(f, 4) for f in fs] for u, fs in d["upsample"].items()}
+            return out
 
         out = rounded({k: v for k, v in asdict(self).items() if k != "channels_last"})
         if self.channels_last is not None:  # TOML has no null: left out when there is none

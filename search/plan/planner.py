@@ -24,13 +24,15 @@ from search.plan.capacity import (
 from search.plan.classes import plan_classes
 from search.plan.decisions import Decision, Plan, PlanError
 from search.plan.device_probe import StepCost, busy_warning, device_spec, usable_threads
-from search.plan.epoch_time import EpochTimeModel
+from search.plan.epoch_time import OTHER_UPSAMPLES, PROBED_UPSAMPLE, EpochTimeModel
 from search.plan.geometry import plan_geometry
 from search.plan.loss import plan_loss
 from search.plan.ram import GB, plan_ram
 from search.plan.survey import Survey, survey_dataset
 from seg.loaders import trained_samples
 from seg.runtime import uses_channels_last
+
+UPSAMPLES = (PROBED_UPSAMPLE, *OTHER_UPSAMPLES)  # the space's upsampling types
 
 DEFAULT_HOURS = 1.0
 
@@ -120,22 +122,26 @@ def make_plan(req: PlanRequest, survey: Survey | None = None) -> Plan:
 
 def _typical_epoch(cap: Capacity, cost: StepCost, sizing: Sizing, device: str) -> tuple[EpochTimeModel, float, str]:
     """The fitted time model, and the mean epoch seconds of the space's configurations under it (every
-    depth, base width and cap; the smaller batch, which on a CPU costs a little more per image)."""
+    depth, base width, cap and upsampling type; the smaller batch, which on a CPU costs a little more per image)."""
     low, high = cap.geometry.depth_range
     batch = cap.batch_choices[0]
     geo = cap.geometry
     grid = [probe_config(sizing, d, b, max(c, b), batch, device)
             for d in range(low, high + 1) for b in cap.base_choices for c in cap.max_choices]
     # The smallest and the largest configuration of each memory layout in the space are probed, so
-    # the model has both ends of each measured (grid order: depth, then width, then cap).
+    # the model has both ends of each measured (grid order: depth, then width, then cap); each again with
+    # every other upsampling type, for its cost over the transposed convolution's.
     for layout in (False, True):
         same = [cfg for cfg in grid if uses_channels_last(cfg, device) == layout]
         for cfg in same[:1] + same[-1:]:
             cost.seconds_per_image(cfg, geo.input_hw)
+            for up in OTHER_UPSAMPLES:
+                cost.seconds_per_image(cfg.replace(model={"upsample": up}), geo.input_hw)
     model = cost.time_model()
     val_pixels = val_pixels_of(geo, grid[0])
     samples = trained_samples(samples_of(geo), batch)
-    seconds = [model.epoch_seconds(cfg, geo.input_hw, samples, val_pixels) for cfg in grid]
+    seconds = [model.epoch_seconds(cfg.replace(model={"upsample": up}), geo.input_hw, samples, val_pixels)
+               for cfg in grid for up in UPSAMPLES]
     mean = sum(seconds) / len(seconds)
     small, large = min(seconds), max(seconds)
     return model, mean, (f"{mean:.1f} s an epoch on average over the space (smallest config {small:.1f}, largest "
@@ -163,7 +169,7 @@ def _usual_space(max_epochs: int) -> list[Decision]:
     lr_low = 1e-4 if long else 1e-3
     same = "as the default and seed studies"
     return [
-        Decision("space.model", "upsample", {"choices": ["transpose", "bilinear", "pixelshuffle"]}, same),
+        Decision("space.model", "upsample", {"choices": list(UPSAMPLES)}, same),
         Decision("space.model", "norm", "batch", "BatchNorm, as the report"),
         Decision("space.train", "optimizer", {"choices": ["adam", "adamw", "sgd", "rmsprop"]}, same),
         Decision("space.train", "lr", {"low": lr_low, "high": 1e-2, "log": True},
