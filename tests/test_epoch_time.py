@@ -18,6 +18,7 @@ from search.plan.epoch_time import (
     CPU_CHANNEL_BLOCK,
     EpochTimeModel,
     Probe,
+    fit_two,
     model_gflops,
     training_shape,
     validated_pixels,
@@ -115,6 +116,34 @@ def test_each_memory_layout_gets_its_own_coefficients_and_survives_toml() -> Non
 # layout: bilinear slower in the default layout, pixel shuffle faster channels_last (as measured, roughly).
 FAKE_UPSAMPLE = {False: {"bilinear": (1.25, 1.1), "pixelshuffle": (1.0, 1.0)},
                  True: {"bilinear": (1.0, 1.2), "pixelshuffle": (0.9, 1.0)}}
+
+
+def test_the_fit_keeps_every_probe_within_its_relative_error_not_the_largest_in_seconds() -> None:
+    # Three probes of the planned 96 px input on a line (0.02 s/GFLOP + 0.5 s/Mpx), and one of a 384 px input
+    # the plan gave up that ran more efficiently per GFLOP (as larger inputs do): absolute least squares
+    # fits the large probe and misses a small one by 29 %; the relative fit spreads the misfit by ratio.
+    small = [Probe(g, 0.0092, 0.02 * g + 0.5 * 0.0092) for g in (0.1, 0.3, 0.6)]
+    large = Probe(10.0, 0.147, 0.7 * (0.02 * 10.0 + 0.5 * 0.147))
+    a, b = fit_two([*small, large])
+    assert max(abs(a * p.gflops + b * p.mpixels - p.seconds) / p.seconds for p in small) < 0.2
+    assert (a, b) != pytest.approx((0.02, 0.5), rel=0.01)  # the large probe still counts
+
+
+def test_an_upsampling_factor_is_measured_over_the_fit_not_over_one_noisy_twin() -> None:
+    # Transposed probes on 1 ns a FLOP, except the twin of the bilinear probe, which read 1.3x slow (noise);
+    # bilinear itself costs 1.2x. A ratio over its twin would say 0.92x; over the fitted line, 1.2x.
+    cost = device_probe.StepCost(device_probe.DeviceSpec("cpu", True, "cpu"))
+    hw = (96, 96)
+    for depth, base, up, slow in ((2, 8, "transpose", 1.0), (3, 8, "transpose", 1.0), (4, 8, "transpose", 1.3),
+                                  (5, 8, "transpose", 1.0), (4, 8, "bilinear", 1.2)):
+        cfg = _cfg(depth, base, channels_last=False).replace(model={"upsample": up})
+        seconds = forward_flops(cfg.model, *hw) * 1e-9 * slow
+        cost.layouts[cfg.model] = False
+        cost.measured[(cfg.model, 4, hw, "ce")] = (seconds, seconds / (hw[0] * hw[1] / 1e6))
+    model = cost.time_model()
+    train, evals = model.layout(False).upsample_factors("bilinear")
+    assert train == pytest.approx(1.2, rel=0.1) and evals == pytest.approx(1.2, rel=0.1)
+    assert model.channels_last is None and model.layout(False).upsample_factors("pixelshuffle") == (1.0, 1.0)
 
 
 def _two_speed_cpu(cfg, hw, device, timed_s=None):

@@ -25,7 +25,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -155,30 +155,39 @@ class StepCost:
 
     def time_model(self) -> EpochTimeModel:
         """The probes fitted as a model of any configuration's epoch (see `search.plan.epoch_time`): the
-        transposed-convolution probes fitted, the other upsampling types as factors over them."""
-        train, evals, layouts = [], [], []
-        for (m, _, hw, _), (s, e) in self.measured.items():
-            if m.upsample != PROBED_UPSAMPLE:
-                continue
-            block = channel_block(self.spec.kind, self.layouts[m])
-            train.append(Probe(model_gflops(m, *hw, block), hw[0] * hw[1] / 1e6, s))
-            evals.append(Probe(gflops_per_mpixel(m, block), 1.0, e))
-            layouts.append(self.layouts[m])
-        return EpochTimeModel.fit(self.spec.kind, train, evals, layouts, self.upsample_factors())
+        transposed-convolution probes fitted, the other upsampling types as factors over that fit."""
+        probes = [(m, self.layouts[m], *self._probes(m, hw, s, e)) for (m, _, hw, _), (s, e) in self.measured.items()]
+        fitted = [p for p in probes if p[0].upsample == PROBED_UPSAMPLE]
+        line = EpochTimeModel.fit(self.spec.kind, [p[2] for p in fitted], [p[3] for p in fitted],
+                                  [p[1] for p in fitted])
+        return EpochTimeModel.fit(self.spec.kind, [p[2] for p in fitted], [p[3] for p in fitted],
+                                  [p[1] for p in fitted], upsample_factors(line, probes))
 
-    def upsample_factors(self) -> dict[bool, dict[str, list[float]]]:
-        """{channels_last: {upsample: [training, validation] seconds over the same model's transposed
-        convolution]}} from each probe of another upsampling type beside its transposed twin (the mean
-        when a layout has several)."""
-        ratios: dict[bool, dict[str, list[tuple[float, float]]]] = {}
-        for (m, b, hw, loss), (s, e) in self.measured.items():
-            twin = self.measured.get((replace(m, upsample=PROBED_UPSAMPLE), b, hw, loss))
-            if m.upsample == PROBED_UPSAMPLE or twin is None or not twin[0] or not twin[1]:
-                continue
-            ratios.setdefault(self.layouts[m], {}).setdefault(m.upsample, []).append((s / twin[0], e / twin[1]))
-        return {layout: {up: [statistics.fmean(r[0] for r in rs), statistics.fmean(r[1] for r in rs)]
-                         for up, rs in by_type.items()}
-                for layout, by_type in ratios.items()}
+    def _probes(self, m: Any, hw: tuple[int, int], train_s: float, eval_s: float) -> tuple[Probe, Probe]:
+        """One measured configuration as a training probe (per sample) and a validation one (per Mpx)."""
+        block = channel_block(self.spec.kind, self.layouts[m])
+        return (Probe(model_gflops(m, *hw, block), hw[0] * hw[1] / 1e6, train_s),
+                Probe(gflops_per_mpixel(m, block), 1.0, eval_s))
+
+
+def upsample_factors(line: EpochTimeModel, probes: list[tuple[Any, bool, Probe, Probe]]
+                     ) -> dict[bool, dict[str, list[float]]]:
+    """{channels_last: {upsample: [training, validation]}}: the mean of each other upsampling type's
+    measured seconds over what the transposed convolutions' fit `line` predicts for the same model.
+    Over the fit, not over the one transposed twin: a ratio of two probes doubles their noise, and on
+    Kvasir-SEG one slow twin read bilinear as 0.80x where its trials ran 1.2-1.3x."""
+    ratios: dict[bool, dict[str, list[tuple[float, float]]]] = {}
+    for m, layout, train, evals in probes:
+        k = line.layout(layout)
+        predicted = (k.train_s_per_gflop * train.gflops + k.train_s_per_mpixel * train.mpixels,
+                     k.eval_s_per_gflop * evals.gflops + k.eval_s_per_mpixel)
+        if m.upsample == PROBED_UPSAMPLE or min(predicted) <= 0:
+            continue
+        ratios.setdefault(layout, {}).setdefault(m.upsample, []).append(
+            (train.seconds / predicted[0], evals.seconds / predicted[1]))
+    return {layout: {up: [statistics.fmean(r[0] for r in rs), statistics.fmean(r[1] for r in rs)]
+                     for up, rs in by_type.items()}
+            for layout, by_type in ratios.items()}
 
 
 def _probe_transforms(hw: tuple[int, int]) -> TransformConfig:
