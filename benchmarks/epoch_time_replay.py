@@ -8,7 +8,11 @@ prediction made then (`epoch_seconds_predicted`). This costs each trial's config
 coefficients and the current `EpochTimeModel.predict` on the decoded data (`--data DIR` when the folder
 has moved), and prints the measured/predicted ratios then and now. The probes are not rerun, so
 a replay checks a change in how an epoch is counted against trials already measured; only a fresh
-run measures the plan as a whole.
+run measures the plan as a whole. `--refit` also fits the plan's stored probe measurements (the
+fingerprint's `probes`) again with this checkout's `StepCost.time_model`, which checks a change in how
+the probes are fitted:
+
+    python -m benchmarks.epoch_time_replay sqlite:////tmp/rd20/kvasir-m30-seed3/search/optuna.db realdata-kvasir --refit
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ from dataclasses import dataclass
 
 import optuna
 
+from search.plan.capacity import Sizing, probe_config
+from search.plan.device_probe import DeviceSpec, StepCost
 from search.plan.epoch_forecast import MEASURED, PREDICTED, data_sizes, time_model_of
+from search.plan.epoch_time import PROBED_UPSAMPLE, EpochTimeModel
+from search.plan.stored import FINGERPRINT_ATTR
 from search.study.lookup import load_named_study
 from seg.config import Config
 from seg.loaders import resolve_dataset
@@ -42,9 +50,27 @@ class Replayed:
         return self.measured / self.recorded, self.measured / self.now
 
 
-def repredict(study: optuna.Study, data_root: str | None = None) -> list[Replayed]:
-    """Each trial that recorded a measured and a predicted epoch time, predicted again."""
-    model = time_model_of(study)
+def refit_model(study: optuna.Study) -> EpochTimeModel:
+    """The plan's stored probes fitted again by this checkout (`StepCost.time_model`), not measured again."""
+    fingerprint = study.user_attrs.get(FINGERPRINT_ATTR) or {}
+    probes, device = fingerprint.get("probes"), (fingerprint.get("device") or {}).get("kind")
+    configs = [t.user_attrs["config"] for t in study.trials if "config" in t.user_attrs]
+    if not probes or not device or not configs:
+        raise ValueError(f"study {study.study_name!r} keeps no plan probes to fit again (not planned with "
+                         "search.run --data, or no trial ran)")
+    classes = Config.from_dict(configs[0]).model.num_classes
+    cost = StepCost(DeviceSpec(device, True, device))
+    for r in probes:
+        cfg = probe_config(Sizing(classes, 0, 0, r["loss"]), r["depth"], r["base_channels"], r["max_channels"],
+                           r["batch"], device).replace(model={"upsample": r.get("upsample", PROBED_UPSAMPLE)})
+        cost.record(cfg, (r["input"][0], r["input"][1]), r["seconds_per_image"], r["eval_seconds_per_mpixel"])
+    return cost.time_model()
+
+
+def repredict(study: optuna.Study, data_root: str | None = None, refit: bool = False) -> list[Replayed]:
+    """Each trial that recorded a measured and a predicted epoch time, predicted again (`refit`: by the
+    plan's probes fitted again, else by the stored model)."""
+    model = refit_model(study) if refit else time_model_of(study)
     if model is None:
         raise ValueError(f"study {study.study_name!r} keeps no plan time model (not planned with search.run --data)")
     out = []
@@ -82,9 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("storage", help="the study's Optuna storage URL")
     p.add_argument("study", help="the study's name")
     p.add_argument("--data", help="the dataset folder, when it is no longer where the trials read it")
+    p.add_argument("--refit", action="store_true", help="fit the plan's stored probes again with this checkout "
+                                                        "(else: the stored coefficients)")
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    rows = repredict(load_named_study(args.study, args.storage), args.data)
+    rows = repredict(load_named_study(args.study, args.storage), args.data, args.refit)
     if not rows:
         print(f"study {args.study!r} has no trial with a measured and a predicted epoch time", file=sys.stderr)
         return 1

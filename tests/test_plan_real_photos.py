@@ -198,6 +198,9 @@ def test_each_trial_logs_its_predicted_epoch_seconds_and_the_baseline_is_trial_0
     assert [r.number for r in replayed] == [t.number for t in study.trials]
     assert [r.now for r in replayed] == pytest.approx([r.recorded for r in replayed], abs=1e-3)  # kept to 3 places
     assert "within ±30%" in report(replayed)
+    # --refit fits the plan's stored probe records again: the same model, so the same predictions.
+    refit = repredict(study, refit=True)
+    assert [r.now for r in refit] == pytest.approx([r.recorded for r in replayed], rel=1e-3)
 
 
 def test_a_planned_study_file_run_with_study_predicts_epoch_seconds_too(plan_datasets, tmp_path):

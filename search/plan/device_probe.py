@@ -116,17 +116,22 @@ class StepCost:
     def _costs(self, cfg: Config, hw: tuple[int, int]) -> tuple[float, float]:
         key = (cfg.model, cfg.train.batch_size, hw, cfg.train.loss)
         if key not in self.measured:
-            self.layouts[cfg.model] = uses_channels_last(cfg, self.spec.kind)
             if self.spec.present:
                 wall, cpu = time.perf_counter(), time.process_time()
-                self.measured[key] = _measure(cfg, hw, resolve_device(self.spec.kind), self.timed_s)
+                self.record(cfg, hw, *_measure(cfg, hw, resolve_device(self.spec.kind), self.timed_s))
                 self.wall_s += time.perf_counter() - wall
                 self.cpu_s += time.process_time() - cpu
             else:
                 forward = forward_flops(cfg.model, *hw)
-                self.measured[key] = (STEP_FORWARDS * forward / ASSUMED_CUDA_FLOPS,
-                                      forward / ASSUMED_CUDA_FLOPS / (hw[0] * hw[1] / 1e6))
+                self.record(cfg, hw, STEP_FORWARDS * forward / ASSUMED_CUDA_FLOPS,
+                            forward / ASSUMED_CUDA_FLOPS / (hw[0] * hw[1] / 1e6))
         return self.measured[key]
+
+    def record(self, cfg: Config, hw: tuple[int, int], train_s: float, eval_s: float) -> None:
+        """Keep one probe's (training seconds per sample, validation seconds per Mpx) of `cfg` at `hw`:
+        measured here, or read back from a stored plan's `records()`."""
+        self.layouts[cfg.model] = uses_channels_last(cfg, self.spec.kind)
+        self.measured[(cfg.model, cfg.train.batch_size, hw, cfg.train.loss)] = (train_s, eval_s)
 
     def seconds_per_image(self, cfg: Config, hw: tuple[int, int]) -> float:
         """One training sample: augmentation, normalisation, forward, loss, backward and optimizer step."""

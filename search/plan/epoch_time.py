@@ -9,13 +9,13 @@ fits them as
     train seconds per sample  = a * forward GFLOPs of one sample + b * its megapixels
     eval seconds per megapixel = c * forward GFLOPs per megapixel + d
 
-(least squares, non-negative), so a configuration that was never probed, such as the one a trial
-samples, is costed from its own FLOPs. Configurations that run channels_last (`seg.runtime.
-uses_channels_last`: on a CPU, every level 16 channels or wider) get their own four coefficients when
-the probes cover both layouts: in bf16 on a 2-core AMX Xeon a channels_last UNet spent 11-15 ms of a
-training step per forward GFLOP of the ISBI membranes' 512 px crops, the narrower ones 20-37 ms, so
-one line through both over-predicted the wide configurations (a depth-7, base-16 trial: 8.75 s
-predicted, 5.81 s measured) and under-predicted base width 12
+(least squares on the relative error, non-negative: `fit_two`), so a configuration that was never
+probed, such as the one a trial samples, is costed from its own FLOPs. Configurations that run
+channels_last (`seg.runtime.uses_channels_last`: on a CPU, every level 16 channels or wider) get their
+own four coefficients when the probes cover both layouts: in bf16 on a 2-core AMX Xeon a channels_last
+UNet spent 11-15 ms of a training step per forward GFLOP of the ISBI membranes' 512 px crops, the
+narrower ones 20-37 ms, so one line through both over-predicted the wide configurations (a depth-7,
+base-16 trial: 8.75 s predicted, 5.81 s measured) and under-predicted base width 12
 (benchmarks/results/2026-12-05-cpu/time-model-bf16/). On a CPU a channels_last configuration's FLOPs
 are counted with each layer's channels rounded up to a multiple of 16 (CPU_CHANNEL_BLOCK: base 24
 trained slower than base 32 there). Training counts the samples an epoch really runs: whole batches,
@@ -24,9 +24,10 @@ the remainder dropped (`seg.loaders.trained_samples`).
 The probes run transposed-convolution upsampling, the most weights. The other upsampling types have the
 same convolution FLOPs but not the same seconds: on Kvasir-SEG, 2-core CPU, a bilinear UNet trained
 about 25 % slower than the same transposed one and the model did not know it (trials read 1.4-1.8x
-their prediction; benchmarks/results/2026-12-06-cpu/time-model-upsample/). So one configuration of
-each layout is probed again with each other type, and its measured seconds over the transposed one's
-(training and validation) scale every configuration of that layout and type (`upsample`).
+their prediction; benchmarks/results/2026-12-06-cpu/time-model-upsample/). So the two ends of each
+layout are probed again with each other type, and their measured seconds over what the transposed fit
+predicts for them (training and validation; `search.plan.device_probe.upsample_factors`) scale every
+configuration of that layout and type (`upsample`).
 
 The fitted model is plain data: it is kept in the plan's fingerprint (`time_model`), and each trial
 logs its prediction beside its measured epoch seconds.
