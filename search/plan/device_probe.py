@@ -40,6 +40,7 @@ from search.plan.epoch_time import (
     channel_block,
     gflops_per_mpixel,
     model_gflops,
+    upsample_factors,
 )
 from seg.batch_augment import BatchAugment
 from seg.config import Config, TransformConfig
@@ -113,8 +114,13 @@ class StepCost:
             return f"measured on {self.spec.label}"
         return f"estimated from FLOPs at an assumed {ASSUMED_CUDA_FLOPS / 1e12:g} TFLOP/s ({self.spec.label})"
 
+    @staticmethod
+    def _key(cfg: Config, hw: tuple[int, int]) -> tuple[Any, ...]:
+        """What a probe's cost depends on: the model, the batch, the input and the loss."""
+        return cfg.model, cfg.train.batch_size, hw, cfg.train.loss
+
     def _costs(self, cfg: Config, hw: tuple[int, int]) -> tuple[float, float]:
-        key = (cfg.model, cfg.train.batch_size, hw, cfg.train.loss)
+        key = self._key(cfg, hw)
         if key not in self.measured:
             if self.spec.present:
                 wall, cpu = time.perf_counter(), time.process_time()
@@ -131,7 +137,7 @@ class StepCost:
         """Keep one probe's (training seconds per sample, validation seconds per Mpx) of `cfg` at `hw`:
         measured here, or read back from a stored plan's `records()`."""
         self.layouts[cfg.model] = uses_channels_last(cfg, self.spec.kind)
-        self.measured[(cfg.model, cfg.train.batch_size, hw, cfg.train.loss)] = (train_s, eval_s)
+        self.measured[self._key(cfg, hw)] = (train_s, eval_s)
 
     def seconds_per_image(self, cfg: Config, hw: tuple[int, int]) -> float:
         """One training sample: augmentation, normalisation, forward, loss, backward and optimizer step."""
@@ -163,36 +169,15 @@ class StepCost:
         transposed-convolution probes fitted, the other upsampling types as factors over that fit."""
         probes = [(m, self.layouts[m], *self._probes(m, hw, s, e)) for (m, _, hw, _), (s, e) in self.measured.items()]
         fitted = [p for p in probes if p[0].upsample == PROBED_UPSAMPLE]
-        line = EpochTimeModel.fit(self.spec.kind, [p[2] for p in fitted], [p[3] for p in fitted],
-                                  [p[1] for p in fitted])
-        return EpochTimeModel.fit(self.spec.kind, [p[2] for p in fitted], [p[3] for p in fitted],
-                                  [p[1] for p in fitted], upsample_factors(line, probes))
+        train, evals, layouts = [p[2] for p in fitted], [p[3] for p in fitted], [p[1] for p in fitted]
+        line = EpochTimeModel.fit(self.spec.kind, train, evals, layouts)
+        return EpochTimeModel.fit(self.spec.kind, train, evals, layouts, upsample_factors(line, probes))
 
     def _probes(self, m: Any, hw: tuple[int, int], train_s: float, eval_s: float) -> tuple[Probe, Probe]:
         """One measured configuration as a training probe (per sample) and a validation one (per Mpx)."""
         block = channel_block(self.spec.kind, self.layouts[m])
         return (Probe(model_gflops(m, *hw, block), hw[0] * hw[1] / 1e6, train_s),
                 Probe(gflops_per_mpixel(m, block), 1.0, eval_s))
-
-
-def upsample_factors(line: EpochTimeModel, probes: list[tuple[Any, bool, Probe, Probe]]
-                     ) -> dict[bool, dict[str, list[float]]]:
-    """{channels_last: {upsample: [training, validation]}}: the mean of each other upsampling type's
-    measured seconds over what the transposed convolutions' fit `line` predicts for the same model.
-    Over the fit, not over the one transposed twin: a ratio of two probes doubles their noise, and on
-    Kvasir-SEG one slow twin read bilinear as 0.80x where its trials ran 1.2-1.3x."""
-    ratios: dict[bool, dict[str, list[tuple[float, float]]]] = {}
-    for m, layout, train, evals in probes:
-        k = line.layout(layout)
-        predicted = (k.train_s_per_gflop * train.gflops + k.train_s_per_mpixel * train.mpixels,
-                     k.eval_s_per_gflop * evals.gflops + k.eval_s_per_mpixel)
-        if m.upsample == PROBED_UPSAMPLE or min(predicted) <= 0:
-            continue
-        ratios.setdefault(layout, {}).setdefault(m.upsample, []).append(
-            (train.seconds / predicted[0], evals.seconds / predicted[1]))
-    return {layout: {up: [statistics.fmean(r[0] for r in rs), statistics.fmean(r[1] for r in rs)]
-                     for up, rs in by_type.items()}
-            for layout, by_type in ratios.items()}
 
 
 def _probe_transforms(hw: tuple[int, int]) -> TransformConfig:

@@ -26,7 +26,7 @@ same convolution FLOPs but not the same seconds: on Kvasir-SEG, 2-core CPU, a bi
 about 25 % slower than the same transposed one and the model did not know it (trials read 1.4-1.8x
 their prediction; benchmarks/results/2026-12-06-cpu/time-model-upsample/). So the two ends of each
 layout are probed again with each other type, and their measured seconds over what the transposed fit
-predicts for them (training and validation; `search.plan.device_probe.upsample_factors`) scale every
+predicts for them (training and validation; `upsample_factors`) scale every
 configuration of that layout and type (`upsample`).
 
 The fitted model is plain data: it is kept in the plan's fingerprint (`time_model`), and each trial
@@ -37,6 +37,7 @@ whole or in the tiles of `seg.sliding.validation_pixels`.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -232,6 +233,27 @@ class EpochTimeModel:
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "channels_last"}
         layout = data.get("channels_last")
         return cls(**fields, channels_last=Coefficients(**layout) if layout else None)
+
+
+def upsample_factors(line: EpochTimeModel, probes: Sequence[tuple[ModelConfig, bool, Probe, Probe]]
+                     ) -> dict[bool, dict[str, list[float]]]:
+    """`probes`: (model, whether it ran channels_last, training probe, validation probe) of every measured
+    configuration. {channels_last: {upsample: [training, validation]}}: the mean of each other upsampling type's
+    measured seconds over what the transposed convolutions' fit `line` predicts for the same model.
+    Over the fit, not over the one transposed twin: a ratio of two probes doubles their noise, and on
+    Kvasir-SEG one slow twin read bilinear as 0.80x where its trials ran 1.2-1.3x."""
+    ratios: dict[bool, dict[str, list[tuple[float, float]]]] = {}
+    for m, layout, train, evals in probes:
+        k = line.layout(layout)
+        predicted = (k.train_s_per_gflop * train.gflops + k.train_s_per_mpixel * train.mpixels,
+                     k.eval_s_per_gflop * evals.gflops + k.eval_s_per_mpixel)
+        if m.upsample == PROBED_UPSAMPLE or min(predicted) <= 0:
+            continue
+        ratios.setdefault(layout, {}).setdefault(m.upsample, []).append(
+            (train.seconds / predicted[0], evals.seconds / predicted[1]))
+    return {layout: {up: [statistics.fmean(r[0] for r in rs), statistics.fmean(r[1] for r in rs)]
+                     for up, rs in by_type.items()}
+            for layout, by_type in ratios.items()}
 
 
 def training_shape(cfg: Config, train_sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], int]:
