@@ -66,6 +66,9 @@ from search.plan.stored import plan_file
 REPO = Path(__file__).resolve().parent.parent
 LOG_TAIL = 300  # lines of each command's output kept in --out
 TINY_MINUTES = 1.0  # the plan and set-up take 5-15 s of the search's half; 0.5 left no trial on a slow host
+# --tiny's search keeps half of its minute for the final training: the plan's short-budget share (0.8) would leave
+# 12 s, most of which the plan and set-up take.
+TINY_FINAL_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -105,9 +108,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                           "final epochs and score it: configuration vs epochs")
     p.add_argument("--in-process", action="store_true", help="call each command's main() in this process "
                                                              "instead of a subprocess (saves start-up; --tiny)")
+    p.add_argument("--final-share", type=float, help="the search's share of its minutes kept for the final training "
+                                                     "(search.run --confirm-share; default: the plan's; --tiny: "
+                                                     f"{TINY_FINAL_SHARE:g})")
     p.add_argument("--tiny", action="store_true", help="generated 32x48 px data in a temp folder, 1-minute arms, in "
                                                        "process")
     args = p.parse_args(argv)
+    if args.tiny and args.final_share is None:
+        args.final_share = TINY_FINAL_SHARE
     if not args.tiny and (args.data is None or args.test is None):
         p.error("--data and --test are required (or --tiny)")
     for flag, path in (("--data", args.data), ("--test", args.test)):
@@ -158,9 +166,10 @@ def keep_log_tail(step: dict[str, Any], out: Path) -> None:
 
 
 def run_search(arm: Arm, data: Path, seconds: float, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    share = [] if args.final_share is None else ["--confirm-share", f"{args.final_share:g}"]
     step = run_module("search.run", ["--data", str(data), "--timeout", f"{seconds:g}", "--study-name",
                                      arm.study_name, "--device", args.device,
-                                     "--seed", str(args.seed), *arm.store_args()],
+                                     "--seed", str(args.seed), *arm.store_args(), *share],
                       arm.folder / "search.log", limit_s=2 * seconds + 1800, in_process=args.in_process)
     keep_log_tail(step, out)
     plan = plan_file(arm.storage, arm.study_name)  # the readable copy search.run writes beside the storage

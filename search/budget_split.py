@@ -62,23 +62,29 @@ def confirms(settings: RunSettings, sdef: StudyDef) -> bool:
     return not settings.is_worker and settings.trials != 0 and bool(confirm_plan(settings, sdef)[0])
 
 
+def share_kept(settings: RunSettings, sdef: StudyDef) -> float:
+    """The share of the budget a confirming command keeps for its retrains: --confirm-share, else the
+    study's [confirm] share."""
+    return sdef.confirm_share if settings.confirm_share is None else settings.confirm_share
+
+
 def epoch_share(settings: RunSettings, sdef: StudyDef) -> float:
-    """The part of the epoch budget kept for the retrains: the study's [confirm] share when this command
-    confirms and has an epoch budget, else 0. It decides the retrains' length, so the clock keeps none."""
+    """The part of the epoch budget kept for the retrains: `share_kept` when this command confirms and
+    has an epoch budget, else 0. It decides the retrains' length, so the clock keeps none."""
     if not confirms(settings, sdef) or epoch_budget(settings, sdef) is None:
         return 0.0
-    return sdef.confirm_share
+    return share_kept(settings, sdef)
 
 
 def confirm_share(settings: RunSettings, sdef: StudyDef) -> float:
-    """The part of the time budget kept for the retrains after the search: the study's [confirm] share
-    when this command confirms, has a time budget and no epoch budget (a worker's parent keeps it),
+    """The part of the time budget kept for the retrains after the search: `share_kept` when this
+    command confirms, has a time budget and no epoch budget (a worker's parent keeps it),
     else 0. A budget given on the command line without --timeout replaces the file's, so its clock
     keeps no share."""
     if not confirms(settings, sdef) or epoch_share(settings, sdef) or time_budget(settings, sdef) is None \
             or (settings.timeout is None and settings.budget_given):
         return 0.0
-    return sdef.confirm_share
+    return share_kept(settings, sdef)
 
 
 def run_timeout(settings: RunSettings, sdef: StudyDef) -> float | None:

@@ -71,6 +71,7 @@ class RunSettings:
     # After the search: retrain the top `confirm` trials with `confirm_seeds` fresh seeds (default: [confirm]).
     confirm: int | None = None
     confirm_seeds: int | None = None
+    confirm_share: float | None = None  # the part of the budget kept for them (default: [confirm] share)
     system_metrics_interval: float = DEFAULT_INTERVAL_S  # seconds between samples of each trial run's system metrics
     no_system_metrics: bool = False
     # Set by `--workers` for its child processes.
@@ -89,6 +90,8 @@ class RunSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive number")
+        if self.confirm_share is not None and not 0 <= self.confirm_share < 1:
+            raise ValueError(f"--confirm-share {self.confirm_share}: expected a fraction of the budget, 0 <= share < 1")
         if not self.system_metrics_interval > 0:
             raise ValueError(f"--system-metrics-interval {self.system_metrics_interval}: expected a positive number "
                              "of seconds (--no-system-metrics turns them off)")

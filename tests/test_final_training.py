@@ -23,7 +23,15 @@ import tomllib
 from search.budget_split import confirm_seconds, final_epochs, run_budget, run_timeout
 from search.confirm import main as confirm_main
 from search.confirm_retrains import epochs_that_fit
-from search.plan.budget import FINAL_SHARE, expected_epochs, plan_budget
+from search.plan.budget import (
+    FINAL_SHARE,
+    LONG_EPOCHS,
+    SHORT_EPOCHS,
+    SHORT_FINAL_SHARE,
+    expected_epochs,
+    final_share,
+    plan_budget,
+)
 from search.plan.decisions import Plan
 from search.plan.plan_toml import render_toml
 from search.predict import checkpoint_from_study
@@ -38,17 +46,31 @@ def _values(budget) -> dict:
     return {(d.table, d.key): d.value for d in budget.decisions}
 
 
-@pytest.mark.parametrize("hours, epoch_s", [(0.25, 5.0), (3.0, 20.0)])
-def test_a_time_budget_keeps_its_share_for_the_final_training(hours: float, epoch_s: float) -> None:
+@pytest.mark.parametrize("hours, epoch_s, share", [(0.25, 5.0, SHORT_FINAL_SHARE), (3.0, 20.0, 0.73),
+                                                   (8.0, 10.0, FINAL_SHARE)])
+def test_a_time_budget_keeps_its_share_for_the_final_training(hours: float, epoch_s: float, share: float) -> None:
     budget = plan_budget(epoch_s, "test", seconds=hours * 3600)
     values = _values(budget)
     # The trials fit the search's part; the file's timeout is the whole budget.
-    assert budget.trials * expected_epochs(budget.max_epochs) * epoch_s <= hours * 3600 * (1 - FINAL_SHARE)
+    assert budget.trials * expected_epochs(budget.max_epochs) * epoch_s <= hours * 3600 * (1 - share)
     assert values[("budget", "timeout_s")] == round(hours * 3600)
-    assert (values[("confirm", "top")], values[("confirm", "seeds")], values[("confirm", "share")]) \
-        == (1, 1, FINAL_SHARE)
+    assert (values[("confirm", "top")], values[("confirm", "seeds")], values[("confirm", "share")]) == (1, 1, share)
     sdef = parse_study(tomllib.loads(render_toml(Plan(list(budget.decisions), {}))), Path("planned.toml"))
-    assert (sdef.confirm_top, sdef.confirm_seeds, sdef.confirm_share) == (1, 1, FINAL_SHARE)
+    assert (sdef.confirm_top, sdef.confirm_seeds, sdef.confirm_share) == (1, 1, share)
+    why = next(d.why for d in budget.decisions if (d.table, d.key) == ("confirm", "share"))
+    assert f"about {hours * 3600 / epoch_s:.0f} epochs" in why
+
+
+def test_a_short_budget_keeps_more_for_the_final_training_and_a_long_one_half() -> None:
+    """By the epochs the whole budget trains: SHORT_FINAL_SHARE up to SHORT_EPOCHS, half from LONG_EPOCHS,
+    never less on a shorter budget; the search's trials get the rest of the same budget."""
+    epochs = [50, SHORT_EPOCHS, 550, 700, 850, LONG_EPOCHS, 5000]
+    shares = [final_share(e) for e in epochs]
+    assert shares[0] == shares[1] == SHORT_FINAL_SHARE and shares[-2] == shares[-1] == FINAL_SHARE
+    assert shares == sorted(shares, reverse=True) and len(set(shares)) == 5
+    short, long = plan_budget(10.0, "test", seconds=3600), plan_budget(1.0, "test", seconds=3600)
+    assert _values(short)[("confirm", "share")] == SHORT_FINAL_SHARE and _values(long)[("confirm", "share")] == 0.5
+    assert short.trials * expected_epochs(short.max_epochs) * 10.0 <= 3600 * (1 - SHORT_FINAL_SHARE)
 
 
 def test_an_epoch_budget_keeps_no_share() -> None:
@@ -81,6 +103,22 @@ def test_the_search_stops_at_its_share_and_the_retrains_get_the_rest(tmp_path: P
     assert 64 < run_timeout(RunSettings(started=ten_s_ago), clocked) <= 65
     trials_only = RunSettings(trials=1, started=ten_s_ago)
     assert 89 < run_timeout(trials_only, clocked) <= 90 and confirm_seconds(trials_only, clocked) is None
+
+
+def test_confirm_share_on_the_command_line_replaces_the_study_s(tmp_path: Path) -> None:
+    env = StudyEnv(tmp_path, "override", **TINY)
+    env.file.write_text(env.file.read_text() + CONFIRM.format(share=0.8))
+    sdef = load_study(env.file)
+    ten_s_ago = time.monotonic() - 10
+    assert 9 < run_timeout(RunSettings(timeout=100, started=ten_s_ago), sdef) <= 10  # the file's: 20 s of search
+    half = RunSettings(timeout=100, started=ten_s_ago, confirm_share=0.5)
+    assert 39 < run_timeout(half, sdef) <= 40 and 89 < confirm_seconds(half, sdef) <= 90
+    none = RunSettings(timeout=100, started=ten_s_ago, confirm_share=0.0)
+    assert 89 < run_timeout(none, sdef) <= 90 and confirm_seconds(none, sdef) is None
+    assert final_epochs(RunSettings(total_epochs=100, confirm_share=0.5), sdef) == 50
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match=f"--confirm-share {bad}: expected a fraction of the budget"):
+            RunSettings(confirm_share=bad)
 
 
 def test_an_epoch_budget_keeps_its_share_and_the_clock_none(tmp_path: Path) -> None:

@@ -13,6 +13,11 @@
   30 from epoch 2: 4.02x fewer epochs, one seed; Hyperband 2.08x, four seeds).
 - max_epochs: the longest of EPOCH_LADDER that still leaves MIN_TRIALS trials; trials: what the
   budget then holds, at most MAX_TRIALS.
+- The final training's share of a time budget (`final_share`): half of a long budget, up to 0.8 of a
+  short one, by the epochs the whole budget trains of the typical configuration. On real photos at 30
+  minutes of a 2-core CPU (107-269 such epochs), the final model's half budget cost 0.026-0.031 test
+  mIoU against the same configuration trained the whole budget, more than any configuration the short
+  trials found gained (-0.031 to +0.019; benchmarks/results/2026-12-06-cpu/realdata-gap/).
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ WARMUP_STEPS = 2  # Optuna's steps are epochs done (1-based) and it prunes only 
 PERCENTILE = {"name": "percentile", "percentile": 30.0, "n_startup_trials": 2, "n_warmup_steps": WARMUP_STEPS}
 HYPERBAND = {"name": "hyperband", "min_resource": MIN_RESOURCE, "reduction_factor": 3}
 FEWER_EPOCHS = {"percentile": 4.02, "hyperband": 2.08}
-# The share of a time budget kept for the final training of the search's best configuration.
+# The share of a long time budget kept for the final training of the search's best configuration;
+# the models are sized for the rest of a budget split this way, whatever share a short budget keeps.
 FINAL_SHARE = 0.5
+SHORT_FINAL_SHARE = 0.8  # the share of a budget that trains SHORT_EPOCHS or fewer epochs
+SHORT_EPOCHS, LONG_EPOCHS = 400, 1000  # LONG_EPOCHS: nnU-Net's training length, from which half is kept
 TRIAL_OVERHEAD_S = 2.0  # run start, checkpoint, figures and model of a trial on top of its epochs
 
 
@@ -56,13 +64,22 @@ def expected_epochs(max_epochs: int) -> float:
     return min(max_epochs, WARMUP_STEPS + (max_epochs - WARMUP_STEPS) / FEWER_EPOCHS[pruner])
 
 
+def final_share(budget_epochs: float) -> float:
+    """The share of a time budget kept for the final training, when the whole budget would train
+    `budget_epochs` epochs of one configuration: SHORT_FINAL_SHARE up to SHORT_EPOCHS, FINAL_SHARE from
+    LONG_EPOCHS, straight between. A short budget's search cannot pay for half of it (module docstring)."""
+    short = min(1.0, max(0.0, (LONG_EPOCHS - budget_epochs) / (LONG_EPOCHS - SHORT_EPOCHS)))
+    return round(FINAL_SHARE + short * (SHORT_FINAL_SHARE - FINAL_SHARE), 2)
+
+
 def plan_budget(epoch_s: float, epoch_why: str, seconds: float | None = None,
                 total_epochs: int | None = None) -> Budget:
     """From a time budget (`seconds`) or an epoch budget (`total_epochs`), one of them. A time budget
-    keeps FINAL_SHARE of itself for the final training of the search's best configuration ([confirm])."""
+    keeps `final_share` of itself for the final training of the search's best configuration ([confirm])."""
     if (seconds is None) == (total_epochs is None):
         raise ValueError("give the budget as seconds or as total epochs, one of them")
-    whole, seconds = seconds, None if seconds is None else seconds * (1 - FINAL_SHARE)
+    share = 0.0 if seconds is None else final_share(seconds / epoch_s)
+    whole, seconds = seconds, None if seconds is None else seconds * (1 - share)
 
     def trials_for(max_epochs: int) -> int:
         if total_epochs is not None:
@@ -84,7 +101,7 @@ def plan_budget(epoch_s: float, epoch_why: str, seconds: float | None = None,
         Decision("budget", "max_epochs", max_epochs,
                  f"the longest trials (of {list(EPOCH_LADDER)}) that leave >= {MIN_TRIALS} trials"),
         Decision("budget", "timeout_s", round(whole) if whole else 0,
-                 f"--hours: the whole budget; no trial starts after {1 - FINAL_SHARE:g} of it" if whole
+                 f"--hours: the whole budget; no trial starts after {1 - share:g} of it" if whole
                  else "--total-epochs: no time limit"),
         *([Decision("budget", "total_epochs", total_epochs,
                     "--total-epochs: the search stops once its trials have trained this many epochs in all")]
@@ -93,18 +110,23 @@ def plan_budget(epoch_s: float, epoch_why: str, seconds: float | None = None,
         Decision("sampler", "n_startup_trials", max(2, min(10, trials // 3)),
                  "random trials first: a third, at most 10"),
         *_pruner_decisions(pruner, max_epochs),
-        *(_final_training() if whole else []),
+        *(_final_training(share, whole / epoch_s) if whole else []),
     ]
     return Budget(max_epochs, trials, pruner, tuple(decisions), warnings)
 
 
-def _final_training() -> list[Decision]:
-    why = (f"{FINAL_SHARE:g} of the time budget trains the search's best configuration once more, for as many "
+def _final_training(share: float, budget_epochs: float) -> list[Decision]:
+    length = (f"the whole budget trains about {budget_epochs:.0f} epochs of the typical configuration, so "
+              + ("a long training: half is kept" if share == FINAL_SHARE else
+                 f"it keeps more than half (half from {LONG_EPOCHS} epochs, {SHORT_FINAL_SHARE:g} up to "
+                 f"{SHORT_EPOCHS}): on a short budget the final model's lost epochs cost more test mIoU "
+                 "than the short trials' choice of configuration gained"))
+    why = (f"{share:g} of the time budget trains the search's best configuration once more, for as many "
            "epochs as fit: short trials rank configurations, the final model needs the long training that a "
-           "single configuration given the whole budget gets (docs/performance.md)")
+           f"single configuration given the whole budget gets; {length} (docs/performance.md)")
     return [Decision("confirm", "top", 1, "retrain the search's best configuration after the search"),
             Decision("confirm", "seeds", 1, "one final model: the budget buys length, not a mean over seeds"),
-            Decision("confirm", "share", FINAL_SHARE, why)]
+            Decision("confirm", "share", share, why)]
 
 
 def _pruner_decisions(pruner: dict, max_epochs: int) -> list[Decision]:

@@ -89,7 +89,8 @@ def make_plan(req: PlanRequest, survey: Survey | None = None) -> Plan:
     # The probes time the costliest loss the space may sample (Dice + CE when the loss is searched).
     sizing = Sizing(classes.num_classes, samples_of(geo), len(survey.val_sizes),
                     "ce" if loss.value == "ce" else "dice_ce")
-    # The models are sized for the search's part of the budget; the rest trains its best one (budget.FINAL_SHARE).
+    # The models are sized for the search's part of a budget split at budget.FINAL_SHARE, also when a short
+    # budget keeps more for the final training (budget.final_share): the final model is the one scored.
     search_s = None if req.seconds is None else req.seconds * (1 - FINAL_SHARE)
     cap = plan_capacity(survey, spec, cost, sizing, search_s, geo)
     model, epoch_s, epoch_why = _typical_epoch(cap, cost, sizing, spec.kind)
