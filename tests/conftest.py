@@ -1,5 +1,7 @@
 """Shared test settings."""
 
+import re
+
 import pytest
 import torch
 
@@ -35,3 +37,23 @@ def plan_datasets(tmp_path_factory):
     from tests.plankit import write_plan_datasets
 
     return write_plan_datasets(tmp_path_factory.mktemp("plan-datasets"))
+
+
+@pytest.fixture(scope="session")
+def _shared_servers(tmp_path_factory):
+    """One PostgreSQL cluster and one real `mlflow server` for the session's multi-process tests (an
+    mlflow server takes 10-20 s to start on a 2-core box); stopped at the end of the session."""
+    from tests.faultkit import mlflow_server, postgres_server
+
+    with postgres_server() as storage, mlflow_server(tmp_path_factory.mktemp("shared-tracking")) as (uri, _):
+        yield storage, uri
+
+
+@pytest.fixture
+def pg_and_tracking(_shared_servers, request):
+    """(PostgreSQL URL, tracking server URL) for one test: a database of its own, created empty, on the
+    shared cluster, and the shared tracking server (each test names its own study, hence experiment)."""
+    from tests.faultkit import create_database
+
+    storage, uri = _shared_servers
+    return create_database(storage, re.sub(r"\W+", "_", request.node.name).lower()[:60]), uri

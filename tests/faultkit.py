@@ -174,6 +174,15 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def create_database(storage: str, name: str) -> str:
+    """A new, empty database `name` on the PostgreSQL server of the URL `storage`; returns its URL."""
+    import psycopg
+
+    with psycopg.connect(storage, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{storage.rsplit('/', 1)[0]}/{name}"
+
+
 @contextmanager
 def mlflow_server(root: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
     """A real `mlflow server` (SQLite backend, proxied artifacts) on 127.0.0.1; yields (URL, process)."""

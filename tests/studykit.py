@@ -10,7 +10,10 @@ only need a finished study to look at. Tests vary what they need through keyword
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import signal
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -94,20 +97,40 @@ def write_study(folder: Path, name: str, **toml: Any) -> Path:
     return path
 
 
+_TRACKING_TEMPLATE: list[Path] = []  # one MLflow SQLite database with its schema made, for this process
+
+
+def seed_tracking_db(db: Path) -> None:
+    """Put an MLflow SQLite database whose schema is already made at `db` (absent): making the schema runs
+    MLflow's migrations, about 2.5 s a store, and nearly every test makes a fresh store. The copy is what a
+    user's second run finds; the tests of creating the schema pass `fresh_tracking=True` to StudyEnv."""
+    if not _TRACKING_TEMPLATE:
+        folder = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        MlflowClient(f"sqlite:///{folder}/mlflow.db").search_experiments()  # creates the tables
+        _TRACKING_TEMPLATE.append(folder / "mlflow.db")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_TRACKING_TEMPLATE[0], db)
+
+
 class StudyEnv:
     """A tiny study file and the storages of its runs, all under `root`.
 
     `name` is the study's name (in the file, and in the storages unless a run says `--study-name`).
-    By default Optuna is `sqlite:///ROOT/optuna.db` and MLflow `sqlite:///ROOT/mlruns/mlflow.db`; pass
-    `storage` (a journal path, a PostgreSQL URL) or `tracking_uri` (a server's URL) to use others.
+    By default Optuna is `sqlite:///ROOT/optuna.db` and MLflow `sqlite:///ROOT/mlruns/mlflow.db`, the
+    latter with its schema already made (`seed_tracking_db`; `fresh_tracking=True`: made by the run);
+    pass `storage` (a journal path, a PostgreSQL URL) or `tracking_uri` (a server's URL) to use others.
     The keyword arguments `**toml` go to `study_toml` for the file ROOT/NAME.toml.
     """
 
     def __init__(self, root: Path, name: str = "tiny", *, storage: str | None = None,
-                 tracking_uri: str | None = None, **toml: Any) -> None:
+                 tracking_uri: str | None = None, fresh_tracking: bool = False, **toml: Any) -> None:
         self.root, self.name = root, name
         self.storage = storage or f"sqlite:///{root}/optuna.db"
         self.tracking_uri = tracking_uri or f"sqlite:///{root}/mlruns/mlflow.db"
+        db = root / "mlruns" / "mlflow.db"
+        if tracking_uri is None and not fresh_tracking and not db.exists():
+            seed_tracking_db(db)
         self.file = write_study(root, name, **toml)
 
     def write(self, name: str, **toml: Any) -> Path:

@@ -22,6 +22,7 @@ from search.run import main as run_main
 from search.study.definition import parse_study
 from search.tracking.epoch_metrics import metric_class_names
 from tests.plankit import VOC_CLASSES
+from tests.studykit import seed_tracking_db
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 
@@ -30,6 +31,7 @@ class Stores:
     def __init__(self, root: Path) -> None:
         self.storage = f"sqlite:///{root}/optuna.db"
         self.tracking_uri = f"sqlite:///{root}/mlruns/mlflow.db"
+        seed_tracking_db(root / "mlruns" / "mlflow.db")
         self.client = MlflowClient(self.tracking_uri)
 
     def run(self, *args: str) -> int:

@@ -37,7 +37,7 @@ from search.study.stale import (
     take_over_retry,
 )
 from search.study.storage import open_storage
-from tests.faultkit import assert_consistent, cli_env, mlflow_server, postgres_available, postgres_server, start_run
+from tests.faultkit import assert_consistent, cli_env, postgres_available, start_run
 from tests.studykit import TINY, StudyEnv
 
 NAME = "quota"
@@ -254,22 +254,22 @@ def test_two_groups_without_a_shared_lock_overshoot_by_at_most_one_trial(tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.skipif(not postgres_available(), reason="PostgreSQL (Debian's postgresql package) is not installed")
-def test_two_slurm_like_jobs_with_their_own_lock_dirs_keep_the_bound(tmp_path: Path) -> None:
+def test_two_slurm_like_jobs_with_their_own_lock_dirs_keep_the_bound(tmp_path: Path, pg_and_tracking) -> None:
     """Two `search.run` processes on one PostgreSQL study, each with its own UNET_SEARCH_LOCK_DIR (as two
     SLURM jobs with per-job TMPDIRs): at most one trial past the budget. (One worker per job keeps the
     test short; the threads above race many workers.)"""
     total = 6
-    with postgres_server() as storage, mlflow_server(tmp_path / "tracking") as (tracking, _):
-        env = StudyEnv(tmp_path, "jobs", storage=storage, tracking_uri=tracking, epochs=1, **TINY)
-        init = start_run([*env.run_args(), "--trials", "0"], cli_env(tmp_path / "cache"), tmp_path / "init.log")
-        assert init.wait(timeout=180) == 0, (tmp_path / "init.log").read_text()[-3000:]
-        jobs = [start_run([*env.run_args(), "--total-trials", str(total), "--seed", str(i)],
-                          cli_env(tmp_path / "cache", **{LOCK_DIR_ENV: str(tmp_path / f"job{i}")}),
-                          tmp_path / f"job{i}.log") for i in range(2)]
-        codes = [p.wait(timeout=480) for p in jobs]
-        assert codes == [0, 0], "\n".join((tmp_path / f"job{i}.log").read_text()[-2000:] for i in range(2))
-        counted = counted_trials(env.study().get_trials())
-        assert total <= counted <= total + 1
-        assert_consistent(storage, tracking, "jobs", counted)
-        for i in range(2):  # each job's workers locked in the directory the variable names
-            assert [p.name for p in (tmp_path / f"job{i}").iterdir()] == [lock_path_for(storage, "jobs").name]
+    storage, tracking = pg_and_tracking  # a fresh database; the session's tracking server
+    env = StudyEnv(tmp_path, "jobs", storage=storage, tracking_uri=tracking, epochs=1, **TINY)
+    init = start_run([*env.run_args(), "--trials", "0"], cli_env(tmp_path / "cache"), tmp_path / "init.log")
+    assert init.wait(timeout=180) == 0, (tmp_path / "init.log").read_text()[-3000:]
+    jobs = [start_run([*env.run_args(), "--total-trials", str(total), "--seed", str(i)],
+                      cli_env(tmp_path / "cache", **{LOCK_DIR_ENV: str(tmp_path / f"job{i}")}),
+                      tmp_path / f"job{i}.log") for i in range(2)]
+    codes = [p.wait(timeout=480) for p in jobs]
+    assert codes == [0, 0], "\n".join((tmp_path / f"job{i}.log").read_text()[-2000:] for i in range(2))
+    counted = counted_trials(env.study().get_trials())
+    assert total <= counted <= total + 1
+    assert_consistent(storage, tracking, "jobs", counted)
+    for i in range(2):  # each job's workers locked in the directory the variable names
+        assert [p.name for p in (tmp_path / f"job{i}").iterdir()] == [lock_path_for(storage, "jobs").name]

@@ -12,6 +12,7 @@ import tomllib
 from mlflow import MlflowClient
 
 from benchmarks import search_value
+from tests.studykit import seed_tracking_db
 
 pytestmark = pytest.mark.slow
 
@@ -19,6 +20,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("search-value")
+    for seed in search_value.TINY["seeds"]:  # each arm's MLflow store, its schema made (2.5 s each otherwise)
+        for arm in search_value.ARMS:
+            seed_tracking_db(work / f"s{seed}" / arm / "mlruns" / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEG_CACHE_DIR", str(work / "cache"))
         assert search_value.main(["--tiny", "--work", str(work)]) == 0

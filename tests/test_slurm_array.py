@@ -30,9 +30,7 @@ from tests.faultkit import (
     assert_consistent,
     cli_env,
     free_ports,
-    mlflow_server,
     postgres_available,
-    postgres_server,
     running_trial_with_progress,
     wait_for,
 )
@@ -143,11 +141,13 @@ def _task_logs(logs: Path) -> str:
 @pytest.mark.skipif(bool(SLURM_MISSING), reason=f"SLURM (Debian's slurm-wlm and munge) is not installed: "
                                                  f"{', '.join(SLURM_MISSING)} missing; .ci/run installs them")
 @pytest.mark.skipif(not postgres_available(), reason="PostgreSQL (Debian's postgresql package) is not installed")
-def test_array_shares_a_study_and_a_cancelled_task_is_retried(tmp_path: Path) -> None:
+def test_array_shares_a_study_and_a_cancelled_task_is_retried(tmp_path: Path, pg_and_tracking) -> None:
     logs, locks = tmp_path / "logs", tmp_path / "locks"
     logs.mkdir()
+    storage, uri = pg_and_tracking  # a fresh database; the session's tracking server
     started = time.monotonic()
-    with slurm_cluster() as slurm_env, _servers(tmp_path, started) as (storage, uri, slurm_up):
+    with slurm_cluster() as slurm_env:
+        slurm_up = time.monotonic() - started
         study = StudyEnv(tmp_path, "slurm", storage=storage, tracking_uri=uri, epochs=1, **TINY)
         env = cli_env(tmp_path / "cache", **slurm_env, UNET_SEARCH_STORAGE=storage, UNET_SEARCH_TRACKING_URI=uri,
                       UNET_SEARCH_DEVICE="cpu", UNET_SEARCH_LOCK_DIR=str(locks), UNET_SEARCH_PYTHON=sys.executable)
@@ -184,15 +184,6 @@ def test_array_shares_a_study_and_a_cancelled_task_is_retried(tmp_path: Path) ->
         assert len(final.trials) == 5, [(t.number, t.state.name) for t in final.trials]
     print(f"\n[figure] SLURM: cluster up in {slurm_up:.1f}s; 3-task array "
           f"{first_array:.1f}s; cancel + resubmission {cancel_and_retry:.1f}s")
-
-
-@contextmanager
-def _servers(tmp_path: Path, started: float) -> Iterator[tuple[str, str, float]]:
-    """PostgreSQL and an mlflow server, as the other distributed tests start them; with how long SLURM
-    itself took to come up (`started`: before the cluster)."""
-    slurm_up = time.monotonic() - started
-    with postgres_server() as storage, mlflow_server(tmp_path / "tracking") as (uri, _):
-        yield storage, uri, slurm_up
 
 
 # --------------------------------------------------------------------------- bad input, without SLURM

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faultkit import assert_consistent, cli_env, mlflow_server, postgres_available, postgres_server, start_run
+from tests.faultkit import assert_consistent, cli_env, postgres_available, start_run
 from tests.studykit import StudyEnv
 
 WORKERS = 3
@@ -27,8 +27,9 @@ def _sampled(study) -> list[tuple]:
 
 @pytest.mark.slow
 def test_three_workers_share_a_journal_study(tmp_path: Path) -> None:
-    env = StudyEnv(tmp_path, "workers", storage=str(tmp_path / "optuna.journal"), epochs=3, pruner="sha",
-                   sampler="tpe", pruner_settings={"min_resource": 1, "reduction_factor": 3})
+    # fresh_tracking: the parent makes the MLflow schema before its workers start.
+    env = StudyEnv(tmp_path, "workers", storage=str(tmp_path / "optuna.journal"), fresh_tracking=True, epochs=3,
+                   pruner="sha", sampler="tpe", pruner_settings={"min_resource": 1, "reduction_factor": 3})
     start = time.monotonic()
     proc = start_run(env.run_args("--workers", str(WORKERS), "--trials", str(TRIALS)), cli_env(tmp_path / "cache"),
                      tmp_path / "run.log")
@@ -44,28 +45,28 @@ def test_three_workers_share_a_journal_study(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not postgres_available(), reason="PostgreSQL (Debian's postgresql package) is not installed")
-def test_three_machines_share_a_postgres_study_and_tracking_server(tmp_path: Path) -> None:
+def test_three_machines_share_a_postgres_study_and_tracking_server(tmp_path: Path, pg_and_tracking) -> None:
     env = cli_env(tmp_path / "cache")
-    with postgres_server() as storage, mlflow_server(tmp_path / "tracking") as (tracking, _):
-        study_env = StudyEnv(tmp_path, "pg", storage=storage, tracking_uri=tracking, epochs=2, pruner="median",
-                             sampler="tpe", pruner_settings={"n_startup_trials": 2, "n_warmup_steps": 1})
-        common = study_env.run_args()
-        init = start_run([*common, "--trials", "0"], env, tmp_path / "init.log")  # schemas, study, parent run: once
-        assert init.wait(timeout=180) == 0, (tmp_path / "init.log").read_text()[-3000:]
-        start = time.monotonic()
-        procs = [start_run([*common, "--total-trials", str(TRIALS), "--seed", str(i)], env, tmp_path / f"m{i}.log")
-                 for i in range(WORKERS)]
-        codes = [p.wait(timeout=480) for p in procs]
-        elapsed = time.monotonic() - start
-        assert codes == [0] * WORKERS, "\n".join((tmp_path / f"m{i}.log").read_text()[-2000:] for i in range(WORKERS))
-        study = assert_consistent(storage, tracking, "pg", TRIALS)
-        assert len(study.trials) == TRIALS
-        assert len(set(_sampled(study))) == TRIALS
-        # With a tracking server, one click from Optuna to MLflow: the UI pages in the user attrs.
-        experiment, view = f"{tracking}/#/experiments/{study_env.experiment_id('pg')}", "?workflowType=machine_learning"
-        assert study.user_attrs["mlflow_experiment_url"] == experiment + view
-        for t in study.trials:
-            assert t.user_attrs["mlflow_run_url"] == f"{experiment}/runs/{t.user_attrs['mlflow_run_id']}{view}"
+    storage, tracking = pg_and_tracking  # a fresh database; the session's tracking server
+    study_env = StudyEnv(tmp_path, "pg", storage=storage, tracking_uri=tracking, epochs=2, pruner="median",
+                         sampler="tpe", pruner_settings={"n_startup_trials": 2, "n_warmup_steps": 1})
+    common = study_env.run_args()
+    init = start_run([*common, "--trials", "0"], env, tmp_path / "init.log")  # schemas, study, parent run: once
+    assert init.wait(timeout=180) == 0, (tmp_path / "init.log").read_text()[-3000:]
+    start = time.monotonic()
+    procs = [start_run([*common, "--total-trials", str(TRIALS), "--seed", str(i)], env, tmp_path / f"m{i}.log")
+             for i in range(WORKERS)]
+    codes = [p.wait(timeout=480) for p in procs]
+    elapsed = time.monotonic() - start
+    assert codes == [0] * WORKERS, "\n".join((tmp_path / f"m{i}.log").read_text()[-2000:] for i in range(WORKERS))
+    study = assert_consistent(storage, tracking, "pg", TRIALS)
+    assert len(study.trials) == TRIALS
+    assert len(set(_sampled(study))) == TRIALS
+    # With a tracking server, one click from Optuna to MLflow: the UI pages in the user attrs.
+    experiment, view = f"{tracking}/#/experiments/{study_env.experiment_id('pg')}", "?workflowType=machine_learning"
+    assert study.user_attrs["mlflow_experiment_url"] == experiment + view
+    for t in study.trials:
+        assert t.user_attrs["mlflow_run_url"] == f"{experiment}/runs/{t.user_attrs['mlflow_run_id']}{view}"
     print(f"\n[figure] PostgreSQL stress: {WORKERS} processes x {TRIALS} trials of 2 epochs in {elapsed:.1f}s")
 
 
