@@ -21,7 +21,7 @@ def _budget_values(budget) -> dict:
     return {(d.table, d.key): d.value for d in budget.decisions}
 
 
-@pytest.mark.parametrize("hours, epoch_s, pruner, long", [(1.0, 5.0, "percentile", False),
+@pytest.mark.parametrize("hours, epoch_s, pruner, long", [(0.625, 5.0, "percentile", False),
                                                          (6.0, 20.0, "hyperband", True),
                                                          (40.0, 5.0, "hyperband", True)])
 def test_longer_budgets_give_longer_trials_and_hyperband_from_20_epochs(hours, epoch_s, pruner, long):
