@@ -40,6 +40,7 @@ from search.confirm import run_confirm
 from search.confirm_retrains import ConfirmSettings
 from search.display import LiveDisplay, print_summary
 from search.objective import Objective, TrialContext, TrialFailed
+from search.plan.budget import FINAL_SHARE, SHORT_FINAL_SHARE
 from search.registry import ChampionCallback
 from search.session import finish_tracking, prepare
 from search.settings import RunSettings, configure_process
@@ -76,8 +77,8 @@ def parse_args(argv: list[str] | None = None) -> RunSettings:
                    "more than one needs a journal file or PostgreSQL storage")
     p.add_argument("--timeout", type=float, help="the command's time budget in seconds from its start (planning "
                    "included): no trial starts after it, or after 1 - share of it when the study's [confirm] share "
-                   "keeps the rest to train the best configuration after the search (a planned study keeps half of a "
-                   "long budget, up to 0.8 of a short one); "
+                   "keeps the rest to train the best configuration after the search (a planned study keeps "
+                   f"{FINAL_SHARE:g} of a long budget, up to {SHORT_FINAL_SHARE:g} of a short one); "
                    "with --data and no --study also the budget the study is planned for (default: 1 hour)")
     p.add_argument("--trial-timeout", type=float, help="fail a trial that runs longer than this many seconds "
                    "(default: the study's budget.trial_timeout_s; none)")
@@ -113,8 +114,8 @@ def parse_args(argv: list[str] | None = None) -> RunSettings:
     p.add_argument("--confirm-seeds", type=int, metavar="S", help="fresh seeds per confirmed configuration "
                    "(default: the study's [confirm] seeds, 3)")
     p.add_argument("--confirm-share", type=float, metavar="F", help="the part of the time (or epoch) budget kept "
-                   "for those retrains, 0 <= F < 1 (default: the study's [confirm] share; a planned study keeps 0.5 "
-                   "of a long budget, up to 0.8 of a short one)")
+                   "for those retrains, 0 <= F < 1 (default: the study's [confirm] share; a planned study keeps "
+                   f"{FINAL_SHARE:g} of a long budget, up to {SHORT_FINAL_SHARE:g} of a short one)")
     p.add_argument("--system-metrics-interval", type=float, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
                    help="seconds between samples of each trial run's system metrics (CPU, memory, GPU)")
     p.add_argument("--no-system-metrics", action="store_true",

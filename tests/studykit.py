@@ -11,6 +11,7 @@ only need a finished study to look at. Tests vary what they need through keyword
 from __future__ import annotations
 
 import atexit
+import functools
 import shutil
 import signal
 import tempfile
@@ -97,20 +98,21 @@ def write_study(folder: Path, name: str, **toml: Any) -> Path:
     return path
 
 
-_TRACKING_TEMPLATE: list[Path] = []  # one MLflow SQLite database with its schema made, for this process
+@functools.cache
+def _tracking_template() -> Path:
+    """One MLflow SQLite database with its schema made, for this process (removed at exit)."""
+    folder = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    MlflowClient(f"sqlite:///{folder}/mlflow.db").search_experiments()  # creates the tables
+    return folder / "mlflow.db"
 
 
 def seed_tracking_db(db: Path) -> None:
     """Put an MLflow SQLite database whose schema is already made at `db` (absent): making the schema runs
     MLflow's migrations, about 2.5 s a store, and nearly every test makes a fresh store. The copy is what a
     user's second run finds; the tests of creating the schema pass `fresh_tracking=True` to StudyEnv."""
-    if not _TRACKING_TEMPLATE:
-        folder = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        MlflowClient(f"sqlite:///{folder}/mlflow.db").search_experiments()  # creates the tables
-        _TRACKING_TEMPLATE.append(folder / "mlflow.db")
     db.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(_TRACKING_TEMPLATE[0], db)
+    shutil.copyfile(_tracking_template(), db)
 
 
 class StudyEnv:
