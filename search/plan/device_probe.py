@@ -17,6 +17,8 @@
   times are a busy machine's, and the plan says so (`busy_warning`). On Kvasir-SEG, planned while
   the test suite ran, every probe read about 3x slower and the plan traded resolution and widths it
   did not need (scale 0.25, 48 px crops, widths 8-32; on the idle machine: scale 0.375, 128 px, 8-256).
+  The same share is taken of each probe: one that ran beside another process is timed again, and the
+  quietest try is kept (`StepCost._timed_quietly`), so a few seconds of load do not skew the fit.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ PROBE_BUDGET_SHARE = 300  # a probe times at most 1/300 of the budget planned fo
 # The probes' CPU seconds over (wall seconds x torch threads) below which the machine was busy. Kvasir-SEG's
 # plan on the 2-core machine: 0.956 idle, 0.58 beside the test suite (which made it plan 0.25 / 64 px crops).
 BUSY_SHARE = 0.75
+BUSY_RETIMES = 2  # a probe that ran beside another process is timed up to this many times more (`_timed_quietly`)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,9 @@ class StepCost:
         self.timed_s = probe_seconds(budget_s)
         self.measured: dict[Any, tuple[float, float]] = {}  # (model, batch, hw, loss) -> (train s/sample, eval s/Mpx)
         self.layouts: dict[Any, bool] = {}  # model -> whether its probe ran channels_last
-        self.wall_s = self.cpu_s = 0.0  # the probes' wall seconds and this process's CPU seconds over them
+        self.wall_s = self.cpu_s = 0.0  # the kept probes' wall seconds and this process's CPU seconds over them
+        self.retimed = 0  # probes timed again because another process shared the CPU while they ran
+        self.retime = spec.kind == "cpu"  # False once a probe stayed busy through every try
 
     @property
     def how(self) -> str:
@@ -123,15 +128,40 @@ class StepCost:
         key = self._key(cfg, hw)
         if key not in self.measured:
             if self.spec.present:
-                wall, cpu = time.perf_counter(), time.process_time()
-                self.record(cfg, hw, *_measure(cfg, hw, resolve_device(self.spec.kind), self.timed_s))
-                self.wall_s += time.perf_counter() - wall
-                self.cpu_s += time.process_time() - cpu
+                self.record(cfg, hw, *self._timed_quietly(cfg, hw))
             else:
                 forward = forward_flops(cfg.model, *hw)
                 self.record(cfg, hw, STEP_FORWARDS * forward / ASSUMED_CUDA_FLOPS,
                             forward / ASSUMED_CUDA_FLOPS / (hw[0] * hw[1] / 1e6))
         return self.measured[key]
+
+    def _timed_quietly(self, cfg: Config, hw: tuple[int, int]) -> tuple[float, float]:
+        """One probe's (training s per sample, validation s per Mpx), timed again (up to BUSY_RETIMES more
+        times) while another process takes part of the CPU, keeping the quietest try: another process
+        only ever slows a probe, and one slowed probe skews the whole fit. A plan of CamVid timed while one
+        single-threaded process decoded images beside it read five of its 15 probes 2.6-5.6x slow, fitted the
+        bilinear and pixel-shuffle decoders at 2.2-2.6x the transposed one, and its trials of those then ran
+        0.37-0.58x their prediction (2026-12-06). Once a probe stays busy through every try, the machine is
+        busy for good (or a CPU quota holds this process to fewer cores): later probes are timed once."""
+        tries = 1 + (BUSY_RETIMES if self.retime else 0)
+        kept: tuple[float, float, float, tuple[float, float]] | None = None  # (CPU share, wall s, CPU s, costs)
+        timed = 0
+        while timed < tries:
+            timed += 1
+            costs, wall, cpu = _measure_with_cpu(cfg, hw, resolve_device(self.spec.kind), self.timed_s)
+            share = cpu / (wall * usable_threads()) if self.spec.kind == "cpu" and wall > 0 else 1.0
+            if kept is None or share > kept[0]:
+                kept = (share, wall, cpu, costs)
+            if share >= BUSY_SHARE:
+                break
+        else:
+            self.retime = False  # busy through every try: busy for good
+        if timed > 1:
+            self.retimed += 1
+        _, wall, cpu, costs = kept
+        self.wall_s += wall  # the kept try's seconds: the busy warning judges what the plan used
+        self.cpu_s += cpu
+        return costs
 
     def record(self, cfg: Config, hw: tuple[int, int], train_s: float, eval_s: float) -> None:
         """Keep one probe's (training seconds per sample, validation seconds per Mpx) of `cfg` at `hw`:
@@ -233,6 +263,14 @@ def _measure(cfg: Config, hw: tuple[int, int], device: torch.device,
     # The median step, not the fastest: trials share the machine as the probe does, and pay for it.
     pixels = eval_batch * hw[0] * hw[1] / 1e6
     return statistics.median(train_times) / batch, statistics.median(eval_times) / pixels
+
+
+def _measure_with_cpu(cfg: Config, hw: tuple[int, int], device: torch.device,
+                      timed_s: float) -> tuple[tuple[float, float], float, float]:
+    """`_measure`'s costs, its wall seconds, and this process's CPU seconds over them."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    costs = _measure(cfg, hw, device, timed_s)
+    return costs, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def usable_threads() -> int:

@@ -109,7 +109,8 @@ def make_plan(req: PlanRequest, survey: Survey | None = None) -> Plan:
     share = cost.cpu_share()
     fingerprint = {**survey.fingerprint(), "device": {"kind": spec.kind, "label": spec.label, "here": spec.present,
                                                       "memory_bytes": spec.memory, "cost": cost.how,
-                                                      "probe_cpu_share": None if share is None else round(share, 3)},
+                                                      "probe_cpu_share": None if share is None else round(share, 3),
+                                                      "probes_retimed_busy": cost.retimed},
                    "probes": cost.records(), "typical_epoch_seconds": round(epoch_s, 3),
                    "time_model": model.to_dict(), "data_scale": cap.scale,
                    "padded_train_images": cap.geometry.padded,
