@@ -1,40 +1,57 @@
-"""Probe steps (as the plan times them) vs the real training loop's steps, same config, interleaved."""
-import json, statistics, sys, time
-import optuna, torch
-from search.plan import device_probe as dp
+"""One stored trial configuration, ROUNDS times: the plan's probe (40 timed steps kept), then one epoch of
+`fit` on the decoded data; ms a training sample.
+
+    python probe_steps_vs_fit.py STORAGE STUDY TRIAL ROUNDS
+"""
+import json
+import statistics
+import sys
+import time
+
+import optuna
+import torch
+
+from search.plan import device_probe
 from seg.config import Config
 from seg.loaders import resolve_dataset
 from seg.train import fit
 
-storage = sys.argv[1]; name = sys.argv[2]; num = int(sys.argv[3]); rounds = int(sys.argv[4])
-study = optuna.load_study(study_name=name, storage=storage)
-raw = study.trials[num].user_attrs["config"]
-cfg = Config.from_dict(json.loads(raw) if isinstance(raw, str) else raw)
-cfg = cfg.replace(train={"epochs": 1, "device": "cpu"})
-data = resolve_dataset(cfg.data)
-hw = (cfg.transforms.crop_size, cfg.transforms.crop_size)
-n = len(data.train.images)
-print("threads", torch.get_num_threads(), "train", n, "crop", hw, "batch", cfg.train.batch_size, flush=True)
+captured: list[list[float]] = []
 
-captured = []
-orig = dp._timed
-def timed(fn, device, timed_s=dp.MIN_TIMED_S):
-    fn(); ts = []
+
+def forty_steps(fn, device, timed_s=device_probe.MIN_TIMED_S) -> list[float]:
+    """`device_probe._timed` with 40 steps always, kept for the median, mean and p90."""
+    fn()
+    times = []
     for _ in range(40):
-        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
-    captured.append(ts); return ts
-dp._timed = timed
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    captured.append(times)
+    return times
 
-for r in range(rounds):
-    captured.clear()
-    t0 = time.perf_counter()
-    dp._measure(cfg, hw, torch.device("cpu"))
-    probe_wall = time.perf_counter() - t0
-    tr = captured[0]; b = cfg.train.batch_size
-    res = fit(cfg, data)
-    rec = res.history[0]
-    steps = n // b
-    print(f"round {r}: probe step median {statistics.median(tr)/b*1000:.2f} ms/img mean {statistics.fmean(tr)/b*1000:.2f} "
-          f"p90 {sorted(tr)[int(.9*len(tr))]/b*1000:.2f} | fit train {rec.train_seconds:.2f} s = {rec.train_seconds/(steps*b)*1000:.2f} ms/img "
-          f"(data {rec.data_seconds:.2f} s) val {rec.seconds-rec.train_seconds:.2f} s | ratio fit/probe-median "
-          f"{rec.train_seconds/(steps*b)/(statistics.median(tr)/b):.2f} fit/probe-mean {rec.train_seconds/(steps*b)/(statistics.fmean(tr)/b):.2f}", flush=True)
+
+def main() -> None:
+    storage, name, num, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    study = optuna.load_study(study_name=name, storage=storage)
+    raw = study.trials[num].user_attrs["config"]
+    cfg = Config.from_dict(json.loads(raw) if isinstance(raw, str) else raw)
+    cfg = cfg.replace(train={"epochs": 1, "device": "cpu"})
+    data = resolve_dataset(cfg.data)
+    hw, b = (cfg.transforms.crop_size,) * 2, cfg.train.batch_size
+    samples = len(data.train.images) // b * b
+    device_probe._timed = forty_steps
+    for r in range(rounds):
+        captured.clear()
+        device_probe._measure(cfg, hw, torch.device("cpu"))
+        steps = [t / b * 1000 for t in captured[0]]  # ms a sample
+        rec = fit(cfg, data).history[0]
+        per = rec.train_seconds / samples * 1000
+        print(f"round {r}: probe median {statistics.median(steps):.2f} mean {statistics.fmean(steps):.2f} "
+              f"p90 {sorted(steps)[int(0.9 * len(steps))]:.2f} ms/img | fit train {rec.train_seconds:.2f} s = "
+              f"{per:.2f} ms/img (data {rec.data_seconds:.2f} s), val {rec.seconds - rec.train_seconds:.2f} s | "
+              f"fit/probe median {per / statistics.median(steps):.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
