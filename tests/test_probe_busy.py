@@ -9,15 +9,9 @@ import sys
 import pytest
 
 from search.plan import device_probe
+from search.plan.busy_cpu import BUSY_SHARE, busy_warning, usable_threads
 from search.plan.capacity import Sizing, probe_config
-from search.plan.device_probe import (
-    BUSY_RETIMES,
-    BUSY_SHARE,
-    StepCost,
-    busy_warning,
-    device_spec,
-    usable_threads,
-)
+from search.plan.device_probe import BUSY_RETIMES, StepCost, device_spec
 
 
 @pytest.mark.parametrize("share", [None, 1.0, 0.9, BUSY_SHARE])

@@ -12,18 +12,12 @@
 - For a CUDA device that is not here (`--device cuda --memory-gb G` on a CPU machine): the seconds
   are estimated from the model's FLOPs at an assumed throughput, and said to be.
 - Memory: `seg.memory`'s estimate of one training step (under AMP on CUDA), no probe needed.
-- A busy CPU: the probes keep their process's CPU seconds beside their wall seconds. When they got
-  less than BUSY_SHARE of what their threads could use, another process was running, the plan's
-  times are a busy machine's, and the plan says so (`busy_warning`). On Kvasir-SEG, planned while
-  the test suite ran, every probe read about 3x slower and the plan traded resolution and widths it
-  did not need (scale 0.25, 48 px crops, widths 8-32; on the idle machine: scale 0.375, 128 px, 8-256).
-  The same share is taken of each probe: one that ran beside another process is timed again, and the
-  quietest try is kept (`StepCost._timed_quietly`), so a few seconds of load do not skew the fit.
+- A busy CPU: `search.plan.busy_cpu` judges each probe's CPU share; one that ran beside another
+  process is timed again (`StepCost._timed_quietly`).
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -33,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from search.plan.busy_cpu import BUSY_SHARE, cpu_share
 from search.plan.decisions import PlanError
 from search.plan.epoch_time import (
     EPOCH_FIXED_S,
@@ -63,9 +58,6 @@ ASSUMED_CUDA_FLOPS = 50e12
 STEP_FORWARDS = 3  # a training step costs about three forward passes (forward, then two for backward)
 MIN_STEPS, MAX_STEPS, MIN_TIMED_S = 3, 20, 2.0  # timed probe steps: at least 3, up to 20 until 2 s are timed
 PROBE_BUDGET_SHARE = 300  # a probe times at most 1/300 of the budget planned for (some 20 probes: under 7 %)
-# The probes' CPU seconds over (wall seconds x torch threads) below which the machine was busy. Kvasir-SEG's
-# plan on the 2-core machine: 0.956 idle, 0.58 beside the test suite (which made it plan 0.25 / 64 px crops).
-BUSY_SHARE = 0.75
 BUSY_RETIMES = 2  # a probe that ran beside another process is timed up to this many times more (`_timed_quietly`)
 
 
@@ -144,21 +136,20 @@ class StepCost:
         0.37-0.58x their prediction (2026-12-06). Once a probe stays busy through every try, the machine is
         busy for good (or a CPU quota holds this process to fewer cores): later probes are timed once."""
         tries = 1 + (BUSY_RETIMES if self.retime else 0)
-        kept: tuple[float, float, float, tuple[float, float]] | None = None  # (CPU share, wall s, CPU s, costs)
+        kept: tuple[float, float, tuple[float, float]] | None = None  # (wall s, CPU s, costs)
         timed = 0
         while timed < tries:
             timed += 1
             costs, wall, cpu = _measure_with_cpu(cfg, hw, resolve_device(self.spec.kind), self.timed_s)
-            share = cpu / (wall * usable_threads()) if self.spec.kind == "cpu" and wall > 0 else 1.0
-            if kept is None or share > kept[0]:
-                kept = (share, wall, cpu, costs)
-            if share >= BUSY_SHARE:
+            if kept is None or cpu_share(cpu, wall) > cpu_share(kept[1], kept[0]):
+                kept = (wall, cpu, costs)
+            if cpu_share(cpu, wall) >= BUSY_SHARE:
                 break
         else:
             self.retime = False  # busy through every try: busy for good
         if timed > 1:
             self.retimed += 1
-        _, wall, cpu, costs = kept
+        wall, cpu, costs = kept
         self.wall_s += wall  # the kept try's seconds: the busy warning judges what the plan used
         self.cpu_s += cpu
         return costs
@@ -182,7 +173,7 @@ class StepCost:
         nothing was timed on a CPU."""
         if self.spec.kind != "cpu" or not self.wall_s:
             return None
-        return self.cpu_s / (self.wall_s * usable_threads())
+        return cpu_share(self.cpu_s, self.wall_s)
 
     def training_bytes(self, cfg: Config, hw: tuple[int, int]) -> int:
         return estimate_training_memory(cfg, *hw, amp=self.spec.kind == "cuda").total
@@ -271,23 +262,6 @@ def _measure_with_cpu(cfg: Config, hw: tuple[int, int], device: torch.device,
     wall, cpu = time.perf_counter(), time.process_time()
     costs = _measure(cfg, hw, device, timed_s)
     return costs, time.perf_counter() - wall, time.process_time() - cpu
-
-
-def usable_threads() -> int:
-    """torch's intra-op threads, at most the cores this process may run on."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(torch.get_num_threads(), cores))
-
-
-def busy_warning(share: float | None, threads: int) -> str | None:
-    """A warning when the CPU probes got less than BUSY_SHARE of their threads' time (`StepCost.cpu_share`)."""
-    if share is None or share >= BUSY_SHARE:
-        return None
-    return (f"the CPU was busy while the plan timed its probes: they got {share:.0%} of the time of their "
-            f"{threads} thread(s), so another process was running (or a CPU quota holds this one to fewer "
-            "cores). The plan's epoch times are this busy machine's, and it may have given up resolution or "
-            "width it did not need (data.scale, crop_size, base_channels). Plan again on an idle machine, or "
-            "keep this plan if the trials will share the machine the same way")
 
 
 def probe_seconds(budget_s: float | None) -> float:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from search.plan.baseline import plan_baseline
 from search.plan.budget import FINAL_SHARE, HYPERBAND_FROM, plan_budget
+from search.plan.busy_cpu import busy_warning, usable_threads
 from search.plan.capacity import (
     Capacity,
     Sizing,
@@ -23,7 +24,7 @@ from search.plan.capacity import (
 )
 from search.plan.classes import plan_classes
 from search.plan.decisions import Decision, Plan, PlanError
-from search.plan.device_probe import StepCost, busy_warning, device_spec, usable_threads
+from search.plan.device_probe import StepCost, device_spec
 from search.plan.epoch_time import OTHER_UPSAMPLES, PROBED_UPSAMPLE, EpochTimeModel
 from search.plan.geometry import plan_geometry
 from search.plan.loss import plan_loss
