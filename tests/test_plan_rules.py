@@ -16,7 +16,7 @@ import pytest
 import tomllib
 from PIL import Image
 
-from search.plan.capacity import BASE_LADDER, MEMORY_SHARE, Sizing, probe_config, top_width
+from search.plan.capacity import BASE_LADDER, MEMORY_SHARE, MIN_EPOCH_STEPS, Sizing, batch_cap, probe_config, top_width
 from search.plan.decisions import Plan
 from search.plan.plan_toml import render_toml
 from search.plan.planner import PlanRequest, make_plan
@@ -114,6 +114,21 @@ def test_cuda_widths_and_batches_are_bounded_so_the_largest_config_fits(plan_dat
         assert estimate(BASE_LADDER[BASE_LADDER.index(top) + 1], plan.choices("space.train", "batch_size")[0]) > \
             MEMORY_SHARE * memory_gb * GiB
     assert plan.choices("space.model", "max_channels")[-1] == top_width(top, depth)
+
+
+@pytest.mark.parametrize("samples", [2, 15, 16, 19, 63, 64, 367, 5000])
+def test_the_batch_cap_leaves_enough_optimizer_steps_an_epoch(samples):
+    cap = batch_cap(samples)
+    assert cap >= 2 and cap & (cap - 1) == 0  # a power of two, and a pair for BatchNorm
+    assert samples // cap >= MIN_EPOCH_STEPS or cap == 2
+    assert samples // (2 * cap) < MIN_EPOCH_STEPS  # the largest such
+
+
+def test_a_small_training_set_trains_at_a_small_batch(plan_datasets):
+    # 12 training images: batch 8 would be 1 step an epoch, batch 4 three; a short trial learns nothing
+    # from so few steps (the ISBI membranes, 2026-12-06), so the plan takes batch 2 (6 steps).
+    plan = cuda_plan(plan_datasets["three"])
+    assert plan.choices("space.train", "batch_size") == [2]
 
 
 def test_less_memory_gives_narrower_widths(plan_datasets):

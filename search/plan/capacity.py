@@ -46,6 +46,11 @@ CPU_BATCHES = (8, 16)  # on a CPU an image costs about the same in any batch: th
 MEMORY_SHARE = 0.7
 CPU_EPOCHS_OF_LARGEST = 64
 CPU_EPOCH_LIMIT_S = 60.0  # --total-epochs gives no time: an epoch of the largest config may take this long
+# Optimizer steps an epoch that the batch leaves at least (`batch_cap`). The 19 training slices of the ISBI
+# membranes at batch 8 are 2 steps an epoch: the baseline UNet read val mIoU 0.44-0.46 over 4 epochs, the
+# score of a model that has learned nothing, where batch 2 (9 steps) read 0.37 -> 0.59 in the same 41-42 s
+# (benchmarks/results/2026-12-06-cpu/small-batch-membranes/).
+MIN_EPOCH_STEPS = 8
 
 
 @dataclass(frozen=True)
@@ -100,9 +105,11 @@ def val_pixels_of(geo: Geometry, cfg: Config) -> float:
 
 
 def batch_cap(samples: int) -> int:
-    """The largest power of two that still gives two steps an epoch (at least 2: BatchNorm needs a pair)."""
+    """The largest power of two that still gives MIN_EPOCH_STEPS optimizer steps an epoch (at least 2:
+    BatchNorm needs a pair). A small training set trains at a small batch: on a CPU an image costs about
+    the same in any batch, and a short trial needs steps, not large batches."""
     cap = 2
-    while cap * 4 <= samples:
+    while cap * 2 * MIN_EPOCH_STEPS <= samples:
         cap *= 2
     return cap
 
@@ -223,7 +230,7 @@ def _capacity(geo: Geometry, depth: int, top: int, batches: list[int], fit: str,
                                                             "and half of it"),
         Decision("space.train", "batch_size", _dim(batch_choices),
                  "bounded by the same largest config" if spec.kind == "cuda"
-                 else "on a CPU the time per image barely depends on the batch; >= 2 steps an epoch"),
+                 else f"on a CPU the time per image barely depends on the batch; >= {MIN_EPOCH_STEPS} steps an epoch"),
     )
     return Capacity(geo, bases, caps, batch_choices, decisions)
 
