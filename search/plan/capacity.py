@@ -229,8 +229,9 @@ def _capacity(geo: Geometry, depth: int, top: int, batches: list[int], fit: str,
         Decision("space.model", "max_channels", _dim(caps), f"the widest level of depth {depth} from base {top}, "
                                                             "and half of it"),
         Decision("space.train", "batch_size", _dim(batch_choices),
-                 "bounded by the same largest config" if spec.kind == "cuda"
-                 else f"on a CPU the time per image barely depends on the batch; >= {MIN_EPOCH_STEPS} steps an epoch"),
+                 ("bounded by the same largest config" if spec.kind == "cuda"
+                  else "on a CPU the time per image barely depends on the batch")
+                 + f"; >= {MIN_EPOCH_STEPS} steps an epoch"),
     )
     return Capacity(geo, bases, caps, batch_choices, decisions)
 
