@@ -324,6 +324,59 @@ def test_a_missing_suffix_key_is_suggested(tmp_path):
         load_dataset(root, num_classes=3)
 
 
+def _cwfid_like(root: Path, n: int = 4) -> Path:
+    """CWFID's layout: images/NNN_image.png, annotations/NNN_annotation.png (the classes) and beside them
+    masks/NNN_mask.png (plant versus soil, not the classes)."""
+    for i in range(n):
+        _image(root / "images" / f"{i:03d}_image.png", i)
+        _label(root / "annotations" / f"{i:03d}_annotation.png", _bands([0, 1, 2], i))
+        _label(root / "masks" / f"{i:03d}_mask.png", _bands([0, 255], i))
+    return root
+
+
+def test_two_folders_that_could_hold_the_labels_are_refused_naming_both_and_the_key(tmp_path):
+    root = _cwfid_like(tmp_path / "cwfid")
+    with pytest.raises(data.DatasetError) as info:
+        load_dataset(root, num_classes=3, val_fraction=0.25)
+    msg = str(info.value)
+    assert "masks/" in msg and "annotations/" in msg and 'labels = "annotations"' in msg and "dataset.toml" in msg
+
+
+def test_image_and_label_suffixes_are_suggested_then_pair_the_files(tmp_path):
+    root = _cwfid_like(tmp_path / "cwfid")
+    _toml(root, 'labels = "annotations"\n')
+    with pytest.raises(UnpairedFileError, match='image_suffix = "_image" and label_suffix = "_annotation"'):
+        load_dataset(root, num_classes=3, val_fraction=0.25)
+    _toml(root, 'labels = "annotations"\nimage_suffix = "_image"\nlabel_suffix = "_annotation"\n')
+    ds = load_dataset(root, num_classes=3, val_fraction=0.25)
+    pairs = [*ds.train.pairs, *ds.val.pairs]
+    assert sorted(p.stem for p in pairs) == ["000", "001", "002", "003"]
+    assert all(p.image.name == f"{p.stem}_image.png" and p.label.name == f"{p.stem}_annotation.png" for p in pairs)
+    assert ds.spec.image_suffix == "_image" and DatasetSpec.from_dict(ds.spec.to_dict()) == ds.spec
+
+
+@pytest.mark.parametrize("images, labels, hint", [
+    (["010_image", "020_image"], ["010_annotation", "020_annotation"],
+     'image_suffix = "_image" and label_suffix = "_annotation"'),  # not "0_image": a tail starts at a separator
+    (["a-rgb", "b-rgb"], ["a", "b"], 'set image_suffix = "-rgb" in'),
+    (["a", "b"], ["a_mask", "b_mask"], 'label_suffix = "_mask"'),
+])
+def test_the_suffix_hint(tmp_path, images, labels, hint):
+    for i, stem in enumerate(images):
+        _image(tmp_path / "images" / f"{stem}.png", i)
+    for stem in labels:
+        _label(tmp_path / "labels" / f"{stem}.png", _bands([0, 1], 0))
+    with pytest.raises(UnpairedFileError, match=re.escape(hint)):
+        data.find_pairs(tmp_path / "images", tmp_path / "labels")
+
+
+@pytest.mark.parametrize("value", [3, "a/b"])
+def test_a_bad_image_suffix_names_the_key(tmp_path, value):
+    _toml(tmp_path, f"image_suffix = {value!r}\n".replace("'", '"'))
+    with pytest.raises(SpecError, match="image_suffix"):
+        read_dataset_spec(tmp_path)
+
+
 def test_a_flat_layout_with_singular_names(tmp_path):
     root = _write(tmp_path / "flat", {"": [_bands([0, 1, 2], s) for s in range(4)]}, images="image", labels="mask")
     ds = load_dataset(root, num_classes=3, val_fraction=0.25)

@@ -12,7 +12,9 @@ A dataset root uses one of two layouts::
 Folder names may also be singular (``image/``, ``label/``), ``masks/`` or
 ``annotations/``, or side by side (``train/`` + ``trainannot/``, ``val/`` +
 ``valannot/``); ROOT/dataset.toml can name them (``images``, ``labels``) and a
-label suffix (``label_suffix = "_mask"``: ``x.jpg`` <-> ``x_mask.png``); see
+label suffix (``label_suffix = "_mask"``: ``x.jpg`` <-> ``x_mask.png``) and an image
+suffix (``image_suffix = "_image"``: ``x_image.png`` <-> ``x.png``); two usual label (or
+image) folder names in one folder are refused rather than guessed; see
 :mod:`~seg.data.layout` and :mod:`~seg.data.dataset_spec`.
 
 Label conventions

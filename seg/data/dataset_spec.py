@@ -10,6 +10,7 @@ Every command that reads a dataset folder reads this file::
     images = "img"             # folder names, when they are not images/ and labels/
     labels = "gt"
     label_suffix = "_mask"     # x.jpg <-> x_mask.png
+    image_suffix = "_image"    # with label_suffix = "_annotation": x_image.png <-> x_annotation.png
 
 A `DatasetSpec` is plain data (`to_dict` / `from_dict`), stored in fingerprints and checkpoints so that
 prediction and evaluation read labels the way training did. In memory every label is canonical after
@@ -28,7 +29,7 @@ import tomllib
 from seg.data.errors import DatasetError
 
 SPEC_FILE = "dataset.toml"
-KEYS = ("classes", "ignore_index", "label_map", "images", "labels", "label_suffix")
+KEYS = ("classes", "ignore_index", "label_map", "images", "labels", "label_suffix", "image_suffix")
 LABEL_KEYS = ("classes", "ignore_index", "label_map")  # keys that describe the label values themselves
 IGNORE = 255  # the internal ignore value (seg.data.decode.IGNORE_INDEX); not importable here without a cycle
 Color = tuple[int, int, int]
@@ -49,6 +50,7 @@ class DatasetSpec:
     images: str | None = None
     labels: str | None = None
     label_suffix: str = ""
+    image_suffix: str = ""  # the part of an image's stem that is not its pair's stem (CWFID's "_image")
     binary: bool = False  # 0/255 or 0/1 masks detected: background/foreground (255 -> 1)
     # Anti-aliased or JPEG 0/255 masks detected: file values >= this are foreground 1, the rest background 0.
     binary_threshold: int | None = None
@@ -83,7 +85,8 @@ class DatasetSpec:
             "ignore_index": self.ignore_index,
             "label_map": {str(k): v for k, v in sorted(self.label_map.items())},
             "images": self.images, "labels": self.labels, "label_suffix": self.label_suffix,
-            "binary": self.binary, "binary_threshold": self.binary_threshold, "source": self.source,
+            "image_suffix": self.image_suffix, "binary": self.binary, "binary_threshold": self.binary_threshold,
+            "source": self.source,
             "ignore_colors": [list(c) for c in self.ignore_colors], "keys": list(self.keys),
         }
 
@@ -100,6 +103,7 @@ class DatasetSpec:
             ignore_index=data.get("ignore_index", IGNORE),
             label_map={_int_key(k, "label_map"): int(v) for k, v in (data.get("label_map") or {}).items()},
             images=data.get("images"), labels=data.get("labels"), label_suffix=data.get("label_suffix") or "",
+            image_suffix=data.get("image_suffix") or "",
             binary=bool(data.get("binary", False)), binary_threshold=data.get("binary_threshold"),
             source=str(data.get("source", "default")),
             ignore_colors=tuple(_color(c, "ignore_colors") for c in data.get("ignore_colors") or ()),
@@ -139,7 +143,8 @@ def parse_spec(raw: Mapping[str, Any], where: str) -> DatasetSpec:
         ignore_index=_ignore_index(raw.get("ignore_index", IGNORE), where),
         label_map=_label_map(raw.get("label_map", {}), where),
         images=_folder(raw, "images", where), labels=_folder(raw, "labels", where),
-        label_suffix=_suffix(raw.get("label_suffix", ""), where),
+        label_suffix=_suffix(raw.get("label_suffix", ""), where, "label_suffix"),
+        image_suffix=_suffix(raw.get("image_suffix", ""), where, "image_suffix"),
         source=where, keys=tuple(k for k in KEYS if k in raw),
     )
 
@@ -233,8 +238,8 @@ def _folder(raw: Mapping[str, Any], key: str, where: str) -> str | None:
     return value.strip()
 
 
-def _suffix(value: Any, where: str) -> str:
+def _suffix(value: Any, where: str, key: str) -> str:
     if not isinstance(value, str) or "/" in value or "\\" in value:
-        raise SpecError(f"{where}: label_suffix = {value!r}; expected a string such as \"_mask\" "
-                        "(x.jpg <-> x_mask.png)")
+        example = '"_mask" (x.jpg <-> x_mask.png)' if key == "label_suffix" else '"_image" (x_image.png <-> x.png)'
+        raise SpecError(f"{where}: {key} = {value!r}; expected a string such as {example}")
     return value

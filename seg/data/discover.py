@@ -97,19 +97,39 @@ def _collect_files(directory: Path, what: str) -> dict[str, Path]:
     return {stem: paths[0] for stem, paths in by_stem.items()}
 
 
+def _common_tails(stems: list[str]) -> list[str]:
+    """The tails of the stems' longest common ending that start at a separator ("_", "-", "."), longest
+    first: for 002_image, 005_image: ["_image"]. A tail starting mid-word (010_image, 020_image share
+    "0_image") is not offered."""
+    end = stems[0]
+    for stem in stems[1:]:
+        while not stem.endswith(end):
+            end = end[1:]
+    return [end[i:] for i in range(len(end)) if end[i] in "_-."]
+
+
 def _suffix_hint(images: dict[str, Path], labels: dict[str, Path]) -> str:
-    """' - set label_suffix = "_mask" ...' when every label stem is an image stem plus one common suffix."""
+    """The dataset.toml keys that would pair every file, when some would: labels named like their image
+    plus a suffix (x.jpg, x_mask.png), or both named stem plus their own suffix (x_image.png, x_annotation.png)."""
     for label in sorted(labels)[:1]:
         for image in images:
             suffix = label[len(image):]
             if label.startswith(image) and suffix and {s + suffix for s in images} == set(labels):
                 return (f'\nevery label is named like its image plus "{suffix}": set label_suffix = "{suffix}" '
                         "in ROOT/dataset.toml")
+    for image_tail in ["", *_common_tails(sorted(images))]:
+        stripped = {s[: len(s) - len(image_tail)] for s in images}
+        for label_tail in ["", *_common_tails(sorted(labels))]:
+            if (image_tail or label_tail) and stripped == {s[: len(s) - len(label_tail)] for s in labels}:
+                keys = [f'{k} = "{v}"' for k, v in (("image_suffix", image_tail), ("label_suffix", label_tail)) if v]
+                return (f'\nevery image is named x{image_tail} and its label x{label_tail}: set '
+                        f'{" and ".join(keys)} in ROOT/dataset.toml')
     return ""
 
 
 def _raise_unpaired(
-    images_dir: Path, labels_dir: Path, images: dict[str, Path], labels: dict[str, Path], label_suffix: str = ""
+    images_dir: Path, labels_dir: Path, images: dict[str, Path], labels: dict[str, Path], label_suffix: str = "",
+    image_suffix: str = "",
 ) -> None:
     no_label = [
         f"{images[s]} (expected {labels_dir / (s + label_suffix + LABEL_SUFFIX)})"
@@ -119,6 +139,8 @@ def _raise_unpaired(
     if not no_label and not no_image:
         return
     naming = f"the same stem plus {label_suffix!r}" if label_suffix else "the same stem"
+    if image_suffix:
+        naming += f" (an image's stem less {image_suffix!r})"
     parts = [
         f"{len(no_label) + len(no_image)} unpaired file(s): every image in {images_dir} needs a "
         f"label with {naming} in {labels_dir} and vice versa"
@@ -127,31 +149,31 @@ def _raise_unpaired(
         parts.append(f"{len(no_label)} image(s) without a label:\n{_format_paths(no_label)}")
     if no_image:
         parts.append(f"{len(no_image)} label(s) without an image:\n{_format_paths(no_image)}")
-    hint = "" if label_suffix else _suffix_hint(images, {s: p for s, p in labels.items()})
+    hint = "" if label_suffix or image_suffix else _suffix_hint(images, labels)
     raise UnpairedFileError("\n".join(parts) + hint)
 
 
 # --------------------------------------------------------------------------- discovery
 
 
-def _strip_suffix(labels: dict[str, Path], label_suffix: str) -> dict[str, Path]:
-    """{image stem: label} for labels named stem + suffix; others keep a key no image stem can have."""
-    if not label_suffix:
-        return labels
-    return {(stem[: -len(label_suffix)] if stem.endswith(label_suffix) else "\0" + stem): path
-            for stem, path in labels.items()}
+def _strip_suffix(files: dict[str, Path], suffix: str) -> dict[str, Path]:
+    """{pair stem: file} for files named stem + suffix; others keep a key no file of the other folder can have."""
+    if not suffix:
+        return files
+    return {(stem[: -len(suffix)] if stem.endswith(suffix) else "\0" + stem): path for stem, path in files.items()}
 
 
-def find_pairs(images_dir: Path, labels_dir: Path, label_suffix: str = "") -> list[Pair]:
+def find_pairs(images_dir: Path, labels_dir: Path, label_suffix: str = "", image_suffix: str = "") -> list[Pair]:
     """Discover and pair image/label files by stem, sorted by stem.
 
-    ``label_suffix`` pairs ``x.jpg`` with ``x<suffix>.png`` (e.g. ``"_mask"``).  Hidden and
+    ``label_suffix`` pairs ``x.jpg`` with ``x<suffix>.png`` (e.g. ``"_mask"``), ``image_suffix``
+    ``x<suffix>.jpg`` with ``x.png`` (both: CWFID's ``x_image.png`` with ``x_annotation.png``).  Hidden and
     non-image entries are skipped with an :class:`IgnoredFileWarning` per directory.  Raises
     :class:`MissingDirectoryError`, :class:`EmptyDirectoryError`, :class:`DuplicateStemError` or
     :class:`UnpairedFileError`.
     """
     images_dir, labels_dir = Path(images_dir), Path(labels_dir)
-    images = _collect_files(images_dir, "images")
+    images = _strip_suffix(_collect_files(images_dir, "images"), image_suffix)
     labels = _strip_suffix(_collect_files(labels_dir, "labels"), label_suffix)
-    _raise_unpaired(images_dir, labels_dir, images, labels, label_suffix)
+    _raise_unpaired(images_dir, labels_dir, images, labels, label_suffix, image_suffix)
     return [Pair(stem, images[stem], labels[stem]) for stem in sorted(images)]

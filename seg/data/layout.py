@@ -44,11 +44,30 @@ def _first_dir(folder: Path, names: tuple[str, ...]) -> Path | None:
     return next((folder / n for n in names if (folder / n).is_dir()), None)
 
 
+def _only_dir(folder: Path, named: str | None, usual: tuple[str, ...], key: str) -> Path | None:
+    """The folder dataset.toml names, else the one usual name present; two usual names present (CWFID ships
+    masks/ of plant versus soil beside annotations/ of crop versus weed) are refused, not guessed."""
+    if named:
+        return _first_dir(folder, (named,))
+    found = [folder / n for n in usual if (folder / n).is_dir()]
+    if len(found) > 1:
+        names = ", ".join(f"{p.name}/" for p in found)
+        options = " or ".join(f'{key} = "{p.name}"' for p in found)
+        raise DatasetError(f"{folder} has {len(found)} folders that could hold the {key} ({names}); say which "
+                           f"with {options} in the dataset root's {SPEC_FILE}")
+    return found[0] if found else None
+
+
 def pair_in(folder: Path, spec: DatasetSpec) -> Folders | None:
     """The images/labels folders directly inside ``folder`` (names from the spec, else the usual ones)."""
-    images = _first_dir(folder, (spec.images,) if spec.images else IMAGE_DIRS)
-    labels = _first_dir(folder, (spec.labels,) if spec.labels else LABEL_DIRS)
+    images = _only_dir(folder, spec.images, IMAGE_DIRS, "images")
+    labels = _only_dir(folder, spec.labels, LABEL_DIRS, "labels")
     return Folders(images, labels) if images and labels else None
+
+
+def pairs_of(folders: Folders, spec: DatasetSpec) -> list[Pair]:
+    """The image/label pairs of one images folder and its labels folder, named as the spec says."""
+    return find_pairs(folders.images, folders.labels, spec.label_suffix, spec.image_suffix)
 
 
 def split_folders(root: Path, names: tuple[str, ...], spec: DatasetSpec) -> Folders | None:
@@ -134,17 +153,16 @@ def _discover_train_val(root: Path, val_fraction: float | None,
             f"{root} already has train/ and val/; ignoring val_fraction={val_fraction}",
             stacklevel=4,
         )
-    flat = pair_in(root, spec)
-    if flat is not None:
-        warnings.warn(f"{root} has train/ and val/; ignoring {flat.images} and {flat.labels}", stacklevel=4)
+    flat = [p for p in (_first_dir(root, IMAGE_DIRS), _first_dir(root, LABEL_DIRS)) if p is not None]
+    if len(flat) == 2:
+        warnings.warn(f"{root} has train/ and val/; ignoring {flat[0]} and {flat[1]}", stacklevel=4)
     train_dir = _existing(root, TRAIN_DIRS) or root / TRAIN_DIRS[0]
     val_dir = _existing(root, VAL_DIRS) or root / VAL_DIRS[0]
     _check_directory(train_dir, "train split")
     _check_directory(val_dir, "val split")
     train = split_folders(root, (train_dir.name,), spec) or _expected(root, train_dir.name, spec)
     val = split_folders(root, (val_dir.name,), spec) or _expected(root, val_dir.name, spec)
-    return (find_pairs(train.images, train.labels, spec.label_suffix),
-            find_pairs(val.images, val.labels, spec.label_suffix))
+    return pairs_of(train, spec), pairs_of(val, spec)
 
 
 def is_split_layout(root: Path) -> bool:
@@ -168,7 +186,7 @@ def _discover(
                 "pass val_fraction (e.g. val_fraction=0.2) to split it, or arrange the files as "
                 "ROOT/train/{images,labels} and ROOT/val/{images,labels}"
             )
-        pairs = find_pairs(flat.images, flat.labels, spec.label_suffix)
+        pairs = pairs_of(flat, spec)
         train, val = split_pairs(pairs, val_fraction, split_seed)
         return train, val, True
     raise _no_layout_error(root)
@@ -201,4 +219,4 @@ def find_labelled_folder(root: Path, spec: DatasetSpec) -> list[Pair]:
             f"ROOT/images + ROOT/labels, ROOT/test/images + ROOT/test/labels or ROOT/test + ROOT/testannot "
             f"(also accepted: {'/, '.join(IMAGE_DIRS)}/ for images; {'/, '.join(LABEL_DIRS)}/ for labels); other "
             f"names are set in ROOT/{SPEC_FILE} with images = \"...\", labels = \"...\" and label_suffix")
-    return find_pairs(found.images, found.labels, spec.label_suffix)
+    return pairs_of(found, spec)
