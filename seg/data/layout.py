@@ -153,7 +153,8 @@ def _discover_train_val(root: Path, val_fraction: float | None,
             f"{root} already has train/ and val/; ignoring val_fraction={val_fraction}",
             stacklevel=4,
         )
-    flat = [p for p in (_first_dir(root, IMAGE_DIRS), _first_dir(root, LABEL_DIRS)) if p is not None]
+    flat = [p for p in (_first_dir(root, (spec.images,) if spec.images else IMAGE_DIRS),
+                        _first_dir(root, (spec.labels,) if spec.labels else LABEL_DIRS)) if p is not None]
     if len(flat) == 2:
         warnings.warn(f"{root} has train/ and val/; ignoring {flat[0]} and {flat[1]}", stacklevel=4)
     train_dir = _existing(root, TRAIN_DIRS) or root / TRAIN_DIRS[0]
