@@ -9,11 +9,10 @@ import sys
 import time
 
 import tomllib
-from stored_trial import predicted, trial_config
+from stored_trial import print_fit_against, trial_config
 
 from search.plan.epoch_time import EpochTimeModel
 from seg.loaders import resolve_dataset
-from seg.train import fit
 
 folder, storage, study = sys.argv[1], sys.argv[2], sys.argv[3]
 numbers, epochs, out = [int(n) for n in sys.argv[4].split(",")], int(sys.argv[5]), sys.argv[6]
@@ -26,9 +25,4 @@ with open(out, "rb") as f:
 for n in numbers:
     cfg = trial_config(storage, study, n, epochs)
     data = resolve_dataset(cfg.data)
-    train_s, val_s, _, _ = predicted(model, cfg, data)
-    for r in fit(cfg, data).history:
-        val = r.seconds - r.train_seconds
-        print(f"trial {n} epoch {r.epoch}: training {r.train_seconds:.2f} s (x{r.train_seconds / train_s:.2f}), "
-              f"validation {val:.2f} s (x{val / val_s:.2f}), epoch x{r.seconds / (train_s + val_s + 0.15):.2f}",
-              flush=True)
+    print_fit_against(model, n, cfg, data)

@@ -6,19 +6,13 @@ against `fit`'s measured ones, epoch by epoch.
 
 import sys
 
-from stored_trial import predicted, stored_model, trial_config
+from stored_trial import print_fit_against, stored_model, trial_config
 
 from seg.loaders import resolve_dataset
-from seg.train import fit
 
 storage, study, numbers, epochs = sys.argv[1], sys.argv[2], [int(n) for n in sys.argv[3].split(",")], int(sys.argv[4])
 model = stored_model(storage, study)
 for n in numbers:
     cfg = trial_config(storage, study, n, epochs)
     data = resolve_dataset(cfg.data)
-    train_s, val_s, _, _ = predicted(model, cfg, data)
-    for r in fit(cfg, data).history:
-        val = r.seconds - r.train_seconds
-        print(f"trial {n} epoch {r.epoch}: training {r.train_seconds:.2f} s (x{r.train_seconds / train_s:.2f}), "
-              f"validation {val:.2f} s (x{val / val_s:.2f}), epoch x{r.seconds / (train_s + val_s + 0.15):.2f}",
-              flush=True)
+    print_fit_against(model, n, cfg, data)
