@@ -98,25 +98,21 @@ def _collect_files(directory: Path, what: str) -> dict[str, Path]:
 
 
 def _common_tails(stems: list[str]) -> list[str]:
-    """The tails of the stems' longest common ending that start at a separator ("_", "-", "."), longest
-    first: for 002_image, 005_image: ["_image"]. A tail starting mid-word (010_image, 020_image share
-    "0_image") is not offered."""
+    """Endings that every stem shares, to try as a suffix: the tails of the longest common ending that start
+    at a separator ("_", "-", "."), longest first, then that whole ending. For 010_image, 020_image:
+    ["_image", "0_image"], so "_image" is offered before the mid-word "0_image"; for amask, bmask: ["mask"]."""
     end = stems[0]
     for stem in stems[1:]:
         while not stem.endswith(end):
             end = end[1:]
-    return [end[i:] for i in range(len(end)) if end[i] in "_-."]
+    tails = [end[i:] for i in range(len(end)) if end[i] in "_-."] + [end]
+    shortest = min(len(s) for s in stems)  # a tail that is a whole stem would leave an empty pair stem
+    return [t for i, t in enumerate(tails) if 0 < len(t) < shortest and t not in tails[:i]]
 
 
 def _suffix_hint(images: dict[str, Path], labels: dict[str, Path]) -> str:
-    """The dataset.toml keys that would pair every file, when some would: labels named like their image
-    plus a suffix (x.jpg, x_mask.png), or both named stem plus their own suffix (x_image.png, x_annotation.png)."""
-    for label in sorted(labels)[:1]:
-        for image in images:
-            suffix = label[len(image):]
-            if label.startswith(image) and suffix and {s + suffix for s in images} == set(labels):
-                return (f'\nevery label is named like its image plus "{suffix}": set label_suffix = "{suffix}" '
-                        "in ROOT/dataset.toml")
+    """The dataset.toml keys that would pair every file, when some would: labels named like their image plus
+    a suffix (x.jpg, x_mask.png), images plus one (x_rgb.jpg, x.png), or both (x_image.png, x_annotation.png)."""
     for image_tail in ["", *_common_tails(sorted(images))]:
         stripped = {s[: len(s) - len(image_tail)] for s in images}
         for label_tail in ["", *_common_tails(sorted(labels))]:

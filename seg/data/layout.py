@@ -44,12 +44,15 @@ def _first_dir(folder: Path, names: tuple[str, ...]) -> Path | None:
     return next((folder / n for n in names if (folder / n).is_dir()), None)
 
 
+def _names(named: str | None, usual: tuple[str, ...]) -> tuple[str, ...]:
+    """The folder name dataset.toml gives, else the usual ones."""
+    return (named,) if named else usual
+
+
 def _only_dir(folder: Path, named: str | None, usual: tuple[str, ...], key: str) -> Path | None:
     """The folder dataset.toml names, else the one usual name present; two usual names present (CWFID ships
     masks/ of plant versus soil beside annotations/ of crop versus weed) are refused, not guessed."""
-    if named:
-        return _first_dir(folder, (named,))
-    found = [folder / n for n in usual if (folder / n).is_dir()]
+    found = [folder / n for n in _names(named, usual) if (folder / n).is_dir()]
     if len(found) > 1:
         names = ", ".join(f"{p.name}/" for p in found)
         options = " or ".join(f'{key} = "{p.name}"' for p in found)
@@ -153,8 +156,8 @@ def _discover_train_val(root: Path, val_fraction: float | None,
             f"{root} already has train/ and val/; ignoring val_fraction={val_fraction}",
             stacklevel=4,
         )
-    flat = [p for p in (_first_dir(root, (spec.images,) if spec.images else IMAGE_DIRS),
-                        _first_dir(root, (spec.labels,) if spec.labels else LABEL_DIRS)) if p is not None]
+    flat = [p for p in (_first_dir(root, _names(spec.images, IMAGE_DIRS)),
+                        _first_dir(root, _names(spec.labels, LABEL_DIRS))) if p is not None]
     if len(flat) == 2:
         warnings.warn(f"{root} has train/ and val/; ignoring {flat[0]} and {flat[1]}", stacklevel=4)
     train_dir = _existing(root, TRAIN_DIRS) or root / TRAIN_DIRS[0]
