@@ -12,17 +12,19 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import tomllib
 from PIL import Image
 
+from search.plan.budget import HYPERBAND_FROM
 from search.plan.capacity import BASE_LADDER, MEMORY_SHARE, MIN_EPOCH_STEPS, Sizing, batch_cap, probe_config, top_width
 from search.plan.decisions import Plan
 from search.plan.plan_toml import render_toml
 from search.plan.planner import PlanRequest, make_plan
 from search.plan.survey import Survey
 from search.study.definition import parse_study
-from search.study.space import RunOptions, build_config, check_feasible
+from search.study.space import RunOptions, build_config, check_feasible, sample_values
 from seg.memory import GiB, estimate_training_memory
 from tests.plankit import VOC_CLASSES
 
@@ -170,3 +172,25 @@ def test_a_seed_like_plan_on_80_gb_contains_the_report_configuration(tmp_path):
     check_feasible(cfg)
     assert cfg.model.level_channels() == (32, 64, 128, 256, 512, 1024)
     assert plan.value("pruner", "name") == "hyperband" and plan.value("budget", "max_epochs") >= 20
+
+
+@pytest.mark.parametrize("hours, optimizers, schedules", [
+    (0.05, ["adam", "adamw", "sgd"], ["cosine", "onecycle"]),
+    (3, ["adam", "adamw", "sgd", "rmsprop"], ["none", "cosine", "onecycle"]),
+])
+def test_short_trials_search_no_rmsprop_and_only_annealing_schedules(tmp_path, hours, optimizers, schedules):
+    root = tmp_path / "photos"
+    request = PlanRequest(data=str(root), device="cuda", memory_gb=80, hours=hours)
+    plan = make_plan(request, survey=seed_like_survey(root))
+    assert (plan.value("budget", "max_epochs") < HYPERBAND_FROM) == (hours < 1)
+    assert plan.choices("space.train", "optimizer") == optimizers
+    assert plan.choices("space.train", "scheduler") == schedules
+    # The [baseline] (Adam, one-cycle) stays inside the space, and every sampled trial is one of these.
+    assert plan.value("baseline.params", "train.optimizer") == "adam"
+    assert plan.value("baseline.params", "train.scheduler") == "onecycle"
+    sdef = parse_study(tomllib.loads(render_toml(plan)), tmp_path / "plan.toml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        values = sample_values(study.ask(), sdef)
+        assert values["train.optimizer"] in optimizers and values["train.scheduler"] in schedules
+        assert ("train.momentum" in values) == (values["train.optimizer"] in ("sgd", "rmsprop"))
