@@ -174,23 +174,24 @@ def _usual_space(max_epochs: int) -> list[Decision]:
     long = max_epochs >= HYPERBAND_FROM
     lr_low = 1e-4 if long else 1e-3
     same = "as the default and seed studies"
-    short = f"trials of {max_epochs} < {HYPERBAND_FROM} epochs"
     optimizers, schedules = ["adam", "adamw", "sgd", "rmsprop"], ["none", "cosine", "onecycle"]
+    optimizer_why, momentum_why, schedule_why = same, "sampled for sgd and rmsprop only", same
     if not long:
-        optimizers, schedules = optimizers[:3], schedules[1:]
+        short = f"trials of {max_epochs} < {HYPERBAND_FROM} epochs"
+        optimizers, schedules = ["adam", "adamw", "sgd"], ["cosine", "onecycle"]
+        optimizer_why = f"{short}: no RMSprop, whose short trials mostly stay on one class"
+        momentum_why = "sampled for sgd only"
+        schedule_why = f"{short}: a schedule that anneals, as the final training then does too"
     return [
         Decision("space.model", "upsample", {"choices": list(UPSAMPLES)}, same),
         Decision("space.model", "norm", "batch", "BatchNorm, as the report"),
-        Decision("space.train", "optimizer", {"choices": optimizers},
-                 same if long else f"{short}: no RMSprop, whose short trials mostly stay on one class"),
+        Decision("space.train", "optimizer", {"choices": optimizers}, optimizer_why),
         Decision("space.train", "lr", {"low": lr_low, "high": 1e-2, "log": True},
                  "long trials can afford small steps" if long else "short trials need a quick start"),
         Decision("space.train", "weight_decay", {"low": 1e-6, "high": 1e-3, "log": True}, same),
-        Decision("space.train", "momentum", {"low": 0.85, "high": 0.99},
-                 "sampled for sgd and rmsprop only" if long else "sampled for sgd only"),
+        Decision("space.train", "momentum", {"low": 0.85, "high": 0.99}, momentum_why),
         Decision("space.train", "nesterov", {"choices": [False, True]}, "sampled for sgd only"),
-        Decision("space.train", "scheduler", {"choices": schedules},
-                 same if long else f"{short}: a schedule that anneals, as the final training then does too"),
+        Decision("space.train", "scheduler", {"choices": schedules}, schedule_why),
         Decision("space.transforms", "hflip", {"choices": [0.0, 0.5]}, same),
         Decision("space.transforms", "rotation", {"low": 0.0, "high": 15.0}, same),
         Decision("space.transforms", "color_jitter", {"low": 0.0, "high": 0.2}, same),

@@ -56,8 +56,8 @@ def main(specs: list[str]) -> None:
           f"(best up to epoch {EARLY}) - trial 0's")
     for key in sorted(pooled):
         deltas = [d for d, _ in pooled[key]]
-        stuck = sum(f for _, f in pooled[key])
-        print(f"  {key[0]:7s} {key[1]:8s} n {len(deltas):2d} one class {stuck:2d}  "
+        n_stuck = sum(f for _, f in pooled[key])
+        print(f"  {key[0]:7s} {key[1]:8s} n {len(deltas):2d} one class {n_stuck:2d}  "
               f"median {statistics.median(deltas):+.3f} [{min(deltas):+.3f}, {max(deltas):+.3f}]")
     for label, pick in (("rmsprop", lambda k: k[0] == "rmsprop"),
                         ("sgd", lambda k: k[0] == "sgd"),
