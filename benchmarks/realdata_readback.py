@@ -104,7 +104,7 @@ def read_final(storage: str, study_name: str) -> dict[str, Any] | None:
     runs = [r for r in config["runs"] if r.get("status") == "FINISHED"]
     return {"trial": config["trial"], "search_value": config["search_value"], "epochs": record.get("epochs"),
             "final_val_miou": config["final_mean"], "best_val_miou": config["best_mean"],
-            "runs": len(runs), "champion": record.get("champion")}
+            "runs": len(runs), "champion": record.get("champion"), "kept_baseline": record.get("kept_baseline")}
 
 
 def time_model(rows: list[dict[str, Any]]) -> dict[str, Any]:

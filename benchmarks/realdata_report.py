@@ -168,6 +168,9 @@ def markdown_report(results: dict[str, Any]) -> str:
         # the epochs each trained it for (the search's final share against the baseline arm's whole budget).
         crowned = any(r["trial"] == final["trial"] and r["baseline"] for r in arms["search"].get("trials", []))
         which = " (the [baseline] configuration)" if crowned else ""
+        if kept := final.get("kept_baseline"):
+            which += (f", kept by the [confirm] margin {kept['margin']:g}: trial {kept['trial']} led it by "
+                      f"{kept['lead']:.4f}")
         against = f" (the baseline arm: {base['epochs_planned']})" if base.get("epochs_planned") else ""
         lines.append(f"- search's final training: trial {final['trial']}{which} "
                      f"(search val {final['search_value']:.4f}) retrained for {final['epochs']} epochs{against}, "

@@ -5,10 +5,12 @@
     python -m search.run --trials 50 --confirm 3          # the same, right after the search
     python -m search.confirm --study default --top 1 --seeds 1 --epochs 120   # the best, trained longer
     python -m search.confirm --study default --top 1 --seeds 1 --seconds 900  # ... for as long as 15 minutes allow
+    python -m search.confirm --study plan-x --top 1 --seeds 1 --margin 0.05  # the [baseline] unless beaten by > 0.05
 
 A search's best trial is partly a lucky draw (its seed, its best epoch). This retrains the top K
 complete trials' configurations (each trial's `config` user attr) from scratch with S fresh training
-seeds each, for their full epochs (`--epochs N`: a final, longer training, schedule stretched) and
+seeds each (`--margin M`: the [baseline] trial ranks as if M better, so a trial replaces it only by a
+lead above M), for their full epochs (`--epochs N`: a final, longer training, schedule stretched) and
 without pruning, each as a child run of the study's parent MLflow run named `confirm-007-seed-2`
 with its per-epoch curves. Each configuration gets a confirmed mean ± sd of its final val mIoU and
 of its best; `champion` then moves to the best confirmed mean (by the final value; configurations
@@ -78,6 +80,9 @@ def parse_args(argv: list[str] | None) -> ConfirmSettings:
     p.add_argument("--seconds", type=float, help="instead of --epochs: the retrains share this many seconds, each "
                                                  "as many epochs as fit at its trial's measured seconds an epoch "
                                                  "(never fewer than its trial's)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="another trial goes ahead of the [baseline] trial only by leading its value by more than "
+                        "this (a planned study's [confirm] margin; search.run passes it)")
     try:
         return ConfirmSettings(**vars(p.parse_args(argv)))
     except ValueError as err:
@@ -107,7 +112,7 @@ def load(settings: ConfirmSettings) -> tuple[optuna.Study, str, list[optuna.tria
     if not parent:
         raise ConfirmError(f"study {settings.study!r} has no {PARENT_RUN_ATTR} user attr (no MLflow parent run): "
                            "it was not created by python -m search.run")
-    top = top_trials(study, settings.top)
+    top = top_trials(study, settings.top, settings.margin)
     if not top:
         raise ConfirmError(f"study {settings.study!r} has no complete trial with a config to confirm")
     return study, parent, top

@@ -14,7 +14,7 @@ from rich.console import Console
 from search.guards.signals import deferred_signals
 from search.registry import champion_uri, crown_confirmed, registry_client
 from search.study.confirm_record import CONFIRM_ATTR, RANK_BY, best_retrain, confirm_seeds, ranked, summarize
-from search.study.quota import EPOCHS_ATTR
+from search.study.quota import BASELINE_ATTR, EPOCHS_ATTR
 from search.study.storage import DEFAULT_STORAGE
 from search.tracking.client import DEFAULT_TRACKING_URI
 from search.tracking.confirm_run import RETRY, ConfirmRuns, Key, Retrain
@@ -40,6 +40,7 @@ class ConfirmSettings:
     # Or: the retrains share this many seconds; each trains as many epochs as fit at its trial's measured
     # seconds per epoch, never fewer than the trial trained.
     seconds: float | None = None
+    margin: float = 0.0  # the [baseline] trial's credit in the ranking (top_trials)
 
     def __post_init__(self) -> None:
         if self.top < 1 or self.seeds < 1:
@@ -48,16 +49,36 @@ class ConfirmSettings:
             raise ValueError(f"--epochs {self.epochs}: expected a positive number of epochs")
         if self.seconds is not None and not self.seconds >= 0:
             raise ValueError(f"--seconds {self.seconds}: expected a number of seconds >= 0")
+        if not 0 <= self.margin < 1:
+            raise ValueError(f"--margin {self.margin}: expected a lead in the metric, 0 <= margin < 1")
         if self.epochs is not None and self.seconds is not None:
             raise ValueError(f"--epochs {self.epochs} --seconds {self.seconds:g}: give one of them")
 
 
-def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
-    """The k best complete trials that hold their config (ties: the earlier trial first)."""
+def top_trials(study: optuna.Study, k: int, margin: float = 0.0) -> list[optuna.trial.FrozenTrial]:
+    """The k best complete trials that hold their config (ties: the earlier trial first).
+
+    With a `margin` the [baseline] trial ranks as if its value were that much better: another trial
+    goes ahead of it only by leading it by more than the margin. A short trial's value is partly its
+    training seed, and the best of many such values is the luckiest, so a small lead over the known-good
+    configuration is no evidence (docs/performance.md)."""
     sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
     complete = [t for t in study.get_trials(deepcopy=False, states=(COMPLETE,))
                 if t.value is not None and "config" in t.user_attrs]
-    return sorted(complete, key=lambda t: (sign * t.value, t.number))[:k]
+    credit = {t.number: margin if t.user_attrs.get(BASELINE_ATTR) else 0.0 for t in complete}
+    return sorted(complete, key=lambda t: (sign * t.value - credit[t.number], t.number))[:k]
+
+
+def kept_baseline(study: optuna.Study, top: list[optuna.trial.FrozenTrial], margin: float) -> dict[str, Any] | None:
+    """Which trial the margin kept out of the retrains for the [baseline], by how much it led; None when
+    the margin changed nothing."""
+    plain, chosen = top_trials(study, len(top)), {t.number for t in top}
+    baseline = next((t for t in top if t.user_attrs.get(BASELINE_ATTR)), None)
+    if baseline is None or all(t.number in chosen for t in plain):
+        return None
+    best = plain[0]
+    return {"baseline_trial": baseline.number, "baseline_value": baseline.value, "trial": best.number,
+            "value": best.value, "lead": abs(best.value - baseline.value), "margin": margin}
 
 
 def epochs_that_fit(trial: optuna.trial.FrozenTrial, trial_epochs: int, seconds: float) -> int:
@@ -158,6 +179,8 @@ class Confirmation:
         epochs = lengths.pop() if sized and len(lengths) == 1 else None
         record = {"top": len(top), "seeds": seeds, "epochs": epochs, "rank_by": RANK_BY,
                   "complete": complete, "configs": ranked(configs, self.maximize, len(seeds)), "champion": None}
+        if self.settings.margin and (kept := kept_baseline(self.study, top, self.settings.margin)):
+            record["kept_baseline"] = kept
         with deferred_signals():
             self.study.set_user_attr(CONFIRM_ATTR, record)
         return record

@@ -146,6 +146,10 @@ def print_confirmation(console: Console, record: dict[str, Any]) -> None:
                       plus_minus(c["best_mean"], c["best_sd"], n), retrains,
                       "champion" if c["trial"] == champion else "")
     console.print(table)
+    if kept := record.get("kept_baseline"):
+        console.print(f"kept the [baseline] (trial {kept['baseline_trial']}, {kept['baseline_value']:.4f}): trial "
+                      f"{kept['trial']} led it by {kept['lead']:.4f} ({kept['value']:.4f}), not more than the "
+                      f"margin {kept['margin']:g} ([confirm] margin)", markup=False)
     if champion is not None:
         c = record["champion"]
         console.print(f"{c['model']} -> version {c['version']}: trial {champion}'s retrain with seed {c['seed']} "

@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_confirm(ConfirmSettings(study.study_name, top, seeds, settings.storage, settings.tracking_uri,
                                            settings.device, settings.data,
                                            epochs=final_epochs(settings, ctx.sdef),
-                                           seconds=confirm_seconds(settings, ctx.sdef)), console)
+                                           seconds=confirm_seconds(settings, ctx.sdef),
+                                           margin=ctx.sdef.confirm_margin), console)
     except Terminated:
         console.print("[red]terminated (SIGTERM): the trial (or retrain) in progress is FAIL, its MLflow run "
                       "KILLED[/red]")

@@ -23,6 +23,7 @@ from search.plan.stored import StoredPlan, planned_definition, store_plan
 from search.settings import RunSettings
 from search.study.definition import StudyDef, load_study
 from search.study.identity import DATASET_ATTR, check_dataset, check_identity, dataset_identity
+from search.study.quota import BASELINE_ATTR
 from search.study.samplers_pruners import build_pruner, build_sampler, format_pruner
 from search.study.stale import StaleTrialHandler, reconcile_orphaned_runs
 from search.study.storage import check_shared_storage, open_storage
@@ -88,7 +89,7 @@ def open_study(sdef: StudyDef, settings: RunSettings, dataset: dict[str, Any] | 
     if not settings.is_worker and study.metric_names != [sdef.metric]:
         study.set_metric_names([sdef.metric])  # optuna-dashboard then labels its axes "val_miou"
     if not settings.is_worker and sdef.baseline and not settings.no_baseline and not study.trials:
-        study.enqueue_trial(sdef.baseline, user_attrs={"baseline": True})
+        study.enqueue_trial(sdef.baseline, user_attrs={BASELINE_ATTR: True})
     return study
 
 

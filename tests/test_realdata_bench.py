@@ -60,8 +60,10 @@ def test_report_names_what_was_not_measured() -> None:
     assert "Search vs baseline on test: not measured" in md
 
 
-@pytest.mark.parametrize(("crowned", "named"), [(0, True), (1, False)])
-def test_report_says_when_the_search_crowned_the_baseline_configuration(crowned: int, named: bool) -> None:
+@pytest.mark.parametrize(("crowned", "named", "kept"), [(0, True, None), (1, False, None),
+                                                       (0, True, {"margin": 0.05, "trial": 1, "lead": 0.031})])
+def test_report_says_when_the_search_crowned_the_baseline_configuration(crowned: int, named: bool,
+                                                                       kept: dict | None) -> None:
     trials = [_row(0, "COMPLETE", 4.0, 4.0, baseline=True), _row(1, "COMPLETE", 4.0, 4.0)]
     results = {"dataset": "x", "minutes": 30, "command": "c", "data": "d", "test": "t", "work": "w", "started": "s",
                "machine": {"cpu": "cpu", "cpu_cores": 2, "torch_threads": 2, "gpu": None, "torch": "2",
@@ -70,12 +72,14 @@ def test_report_says_when_the_search_crowned_the_baseline_configuration(crowned:
                                    "trials": trials,
                                    "final": {"trial": crowned, "search_value": 0.37, "epochs": 124,
                                              "final_val_miou": 0.59, "best_val_miou": 0.6, "runs": 1,
-                                             "champion": {"model": "models:/x@champion"}}},
+                                             "champion": {"model": "models:/x@champion"},
+                                             "kept_baseline": kept}},
                         "baseline": {"command": "python -m search.run", "rc": 0, "epochs_planned": 230,
                                      "epoch_seconds_used": 7.8, "epochs_from": "search trial 0"}}}
     line = next(x for x in markdown_report(results).splitlines() if x.startswith("- search's final training"))
     assert f"trial {crowned} (the [baseline] configuration)" in line if named else "[baseline]" not in line
     assert "retrained for 124 epochs (the baseline arm: 230)" in line
+    assert ("kept by the [confirm] margin 0.05: trial 1 led it by 0.0310" in line) == bool(kept)
 
 
 def test_report_splits_the_gap_into_configuration_and_epochs() -> None:
@@ -111,9 +115,15 @@ def test_tiny_run_end_to_end(tmp_path: Path) -> None:
     assert len(search["trials"]) == len(states)
     assert all(r["measured_s"] > 0 for r in search["trials"] if r["state"] == "COMPLETE")
     assert search["value_not_best_val_miou"] == []  # the champion is the trial with the best val mIoU
-    # The plan's final training retrained the best complete trial, and its crowned model is what was scored.
+    # The plan's final training retrained the best complete trial, or the [baseline] when its [confirm]
+    # margin discounted the best one's lead; its crowned model is what was scored.
     final = search["final"]
-    assert final["trial"] == search["best_trial"] and final["runs"] == 1 and final["epochs"] >= 1
+    if kept := final["kept_baseline"]:
+        assert kept["trial"] == search["best_trial"] and kept["lead"] <= kept["margin"]
+        assert final["trial"] == kept["baseline_trial"] == next(r["trial"] for r in search["trials"] if r["baseline"])
+    else:
+        assert final["trial"] == search["best_trial"]
+    assert final["runs"] == 1 and final["epochs"] >= 1
     assert final["champion"]["model"] == "models:/realdata-tiny@champion"
     assert "--model models:/realdata-tiny@champion" in search["test"]["command"]
     scored = search["test"]["evaluation"]

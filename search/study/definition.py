@@ -82,6 +82,9 @@ class StudyDef:
     # [confirm] share: the part of the time budget (--timeout, else budget.timeout_s) kept for the retrains:
     # the search stops starting trials at (1 - share) of it, and the retrains fill the rest (0: none kept).
     confirm_share: float = 0.0
+    # [confirm] margin: another trial replaces the [baseline] trial in the retrains only when its value beats
+    # the baseline's by more than this (short trials' values scatter over training seeds; 0: rank by value).
+    confirm_margin: float = 0.0
     time_model: dict[str, Any] | None = None  # [plan] time_model: a planned file's epoch-time model (plain data)
 
     def dimension(self, name: str) -> Dimension | None:
@@ -132,7 +135,7 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
     budget = raw.get("budget", {})
     _no_unknown(path, "[budget]", budget, {"trials", "total_epochs", "max_epochs", "timeout_s", "trial_timeout_s"})
     confirm = raw.get("confirm", {})
-    _no_unknown(path, "[confirm]", confirm, {"top", "seeds", "share"})
+    _no_unknown(path, "[confirm]", confirm, {"top", "seeds", "share", "margin"})
     _no_unknown(path, "[baseline]", raw.get("baseline", {}), {"params"})
     plan = raw.get("plan", {})
     _no_unknown(path, "[plan]", plan, {"time_model"})
@@ -157,6 +160,7 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
         confirm_top=_count(path, "[confirm] top", confirm.get("top", 0), 0),
         confirm_seeds=_count(path, "[confirm] seeds", confirm.get("seeds", 3), 1),
         confirm_share=_share(path, confirm.get("share", 0.0)),
+        confirm_margin=_margin(path, confirm.get("margin", 0.0)),
         time_model=plan.get("time_model"),
     )
     _check(sdef)
@@ -177,6 +181,13 @@ def _share(path: Path, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ValueError(f"{path}: [confirm] share must be a fraction of the budget, 0 <= share < 1, "
                          f"got {value!r}")
+    return float(value)
+
+
+def _margin(path: Path, value: Any) -> float:
+    """[confirm] margin: a lead in the study's metric, 0 <= margin < 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{path}: [confirm] margin must be a lead in the metric, 0 <= margin < 1, got {value!r}")
     return float(value)
 
 

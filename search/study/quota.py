@@ -56,6 +56,7 @@ from search.study.stale import CLAIMED_BY_ATTR, CLAIMED_UNTIL_ATTR, process_toke
 ALLOWANCE_ATTR = "epoch_allowance"
 SURPLUS_ATTR = "surplus"  # a new trial that another process's pop of a claimed retry left past the budget
 EPOCHS_ATTR = "epochs_trained"
+BASELINE_ATTR = "baseline"  # the trial enqueued from the study's [baseline]
 BUDGET_STOP_ATTR = "stopped_by_budget"
 LOCK_DIR_ENV = "UNET_SEARCH_LOCK_DIR"  # where the lock file of a server storage lives (default: the temp dir)
 TAKE_OVER_CLAIM_S = 60.0  # how long a retry taken over from a claimant that stopped stays ours
