@@ -98,9 +98,12 @@ class Confirmation:
         self.study, self.settings, self.runs, self.console = study, settings, runs, console
         self.maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         self.epochs: dict[int, int] = {}  # trial number -> epochs of its retrains
+        self.kept: dict[str, Any] | None = None  # kept_baseline's record, when the margin changed the ranking
 
     def run(self, top: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
         seeds = confirm_seeds(self.settings.seeds)
+        # Once per confirm, not per saved record: what the margin changed in the ranking.
+        self.kept = kept_baseline(self.study, top, self.settings.margin) if self.settings.margin else None
         configs = {t.number: self.config(t, len(top) * len(seeds)) for t in top}
         self.epochs = {number: cfg.train.epochs for number, cfg in configs.items()}
         done = self.runs.done(self.epochs)
@@ -179,8 +182,8 @@ class Confirmation:
         epochs = lengths.pop() if sized and len(lengths) == 1 else None
         record = {"top": len(top), "seeds": seeds, "epochs": epochs, "rank_by": RANK_BY,
                   "complete": complete, "configs": ranked(configs, self.maximize, len(seeds)), "champion": None}
-        if self.settings.margin and (kept := kept_baseline(self.study, top, self.settings.margin)):
-            record["kept_baseline"] = kept
+        if self.kept:
+            record["kept_baseline"] = self.kept
         with deferred_signals():
             self.study.set_user_attr(CONFIRM_ATTR, record)
         return record

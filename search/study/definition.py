@@ -159,8 +159,8 @@ def parse_study(raw: dict[str, Any], path: Path) -> StudyDef:
         baseline=raw.get("baseline", {}).get("params") if raw.get("baseline") else None,
         confirm_top=_count(path, "[confirm] top", confirm.get("top", 0), 0),
         confirm_seeds=_count(path, "[confirm] seeds", confirm.get("seeds", 3), 1),
-        confirm_share=_share(path, confirm.get("share", 0.0)),
-        confirm_margin=_margin(path, confirm.get("margin", 0.0)),
+        confirm_share=_fraction(path, "share", "a fraction of the budget", confirm.get("share", 0.0)),
+        confirm_margin=_fraction(path, "margin", "a lead in the metric", confirm.get("margin", 0.0)),
         time_model=plan.get("time_model"),
     )
     _check(sdef)
@@ -176,18 +176,10 @@ def _count(path: Path, where: str, value: Any, least: int) -> int | None:
     return value
 
 
-def _share(path: Path, value: Any) -> float:
-    """[confirm] share: a fraction of the time or epoch budget, 0 <= share < 1."""
+def _fraction(path: Path, key: str, what: str, value: Any) -> float:
+    """A [confirm] number in 0 <= value < 1 (`what` it is, for the error naming the file and key)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{path}: [confirm] share must be a fraction of the budget, 0 <= share < 1, "
-                         f"got {value!r}")
-    return float(value)
-
-
-def _margin(path: Path, value: Any) -> float:
-    """[confirm] margin: a lead in the study's metric, 0 <= margin < 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{path}: [confirm] margin must be a lead in the metric, 0 <= margin < 1, got {value!r}")
+        raise ValueError(f"{path}: [confirm] {key} must be {what}, 0 <= {key} < 1, got {value!r}")
     return float(value)
 
 
